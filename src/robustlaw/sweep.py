@@ -1,0 +1,204 @@
+"""Sweeps: a TOML spec expands to a grid of runs, executed in batches, streamed into the store.
+
+Spec format (see examples/)::
+
+    name = "bln20-sphere"        # the sweep's name in the store
+    seeds = [0, 1, 2]
+    [data]    distribution, n, d, labels, sigma, ...   (robustlaw.data.DataSpec)
+    [model]   family, width | widths, activation, q    (robustlaw.models.ModelSpec)
+    [fit]     target, tol, eps, lr, max_steps, ...     (robustlaw.fit.FitSpec)
+    [certify] domain, radius, search_points            (robustlaw.experiment.CertifySpec)
+
+A list in place of a value makes that field an axis of the grid (``width = [10, 20, 40]``); for
+``model.widths``, which is itself a list, a list of lists is an axis. The grid is the product of
+all axes and the seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import tomllib
+import typing
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator
+
+from robustlaw.data import DataSpec
+from robustlaw.errors import RobustlawError, SpecError
+from robustlaw.experiment import CertifySpec, RunSpec, failed_record, run_group
+from robustlaw.fit import FitSpec
+from robustlaw.models import ModelSpec
+from robustlaw.store import Store
+
+SECTIONS = {"data": DataSpec, "model": ModelSpec, "fit": FitSpec, "certify": CertifySpec}
+TOP_LEVEL = {"name", "seeds", "description", "batch_size", *SECTIONS}
+LIST_FIELDS = {("model", "widths")}
+
+
+def _coerce(section: str, name: str, kind, value):
+    """Check one scalar value against its dataclass field type; ints are accepted as floats."""
+    where = f"{section}.{name}"
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SpecError(where, f"must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(where, f"must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(where, f"must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise SpecError(where, f"must be a string, got {value!r}")
+        return value
+    # tuple[int, ...]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise SpecError(where, f"must be a list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _axes(section: str, cls, table) -> dict[str, list]:
+    """The values each field of one section takes: one value, or several for an axis."""
+    if not isinstance(table, dict):
+        raise SpecError(section, f"must be a table, got {table!r}")
+    types = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    axes = {}
+    for name, value in table.items():
+        if name not in types:
+            raise SpecError(f"{section}.{name}", f"unknown field (known: {', '.join(known)})")
+        kind = types[name]
+        is_axis = isinstance(value, list) and (
+            (section, name) not in LIST_FIELDS or (value and all(isinstance(v, list) for v in value)))
+        values = value if is_axis else [value]
+        if is_axis and not values:
+            raise SpecError(f"{section}.{name}", "an axis needs at least one value")
+        axes[name] = [_coerce(section, name, kind, v) for v in values]
+    return axes
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A named grid of runs."""
+
+    name: str
+    runs: tuple[RunSpec, ...]
+    description: str = ""
+    batch_size: int = 8
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "SweepSpec":
+        unknown = set(spec) - TOP_LEVEL
+        if unknown:
+            raise SpecError(sorted(unknown)[0], f"unknown top-level key (known: {', '.join(sorted(TOP_LEVEL))})")
+        name = spec.get("name", "sweep")
+        if not isinstance(name, str) or not name:
+            raise SpecError("name", f"must be a non-empty string, got {name!r}")
+        seeds = spec.get("seeds", [0])
+        if isinstance(seeds, int) and not isinstance(seeds, bool):
+            seeds = [seeds]
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise SpecError("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+        batch_size = spec.get("batch_size", 8)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise SpecError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        per_section = {s: _axes(s, c, spec.get(s, {})) for s, c in SECTIONS.items()}
+        flat = [(s, f, vals) for s, axes in per_section.items() for f, vals in axes.items()]
+        runs = []
+        for combo in itertools.product(*(vals for _, _, vals in flat)):
+            fields: dict[str, dict] = {s: {} for s in SECTIONS}
+            for (section, fname, _), value in zip(flat, combo):
+                fields[section][fname] = value
+            parts = {s: SECTIONS[s](**fields[s]) for s in SECTIONS}
+            for seed in seeds:
+                runs.append(RunSpec(seed=seed, sweep=name, **parts))
+        if len({r.key() for r in runs}) != len(runs):
+            raise SpecError("seeds", "the grid repeats a run (duplicate seeds or axis values)")
+        return cls(name=name, runs=tuple(runs), description=str(spec.get("description", "")), batch_size=batch_size)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "SweepSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise RobustlawError(f"no spec file at {path}")
+        try:
+            spec = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise RobustlawError(f"{path}: not valid TOML ({error})") from None
+        return cls.from_dict(spec)
+
+    @classmethod
+    def default(cls) -> "SweepSpec":
+        """The embedded default sweep (the same file as examples/default.toml)."""
+        return cls.from_dict(tomllib.loads(default_spec_text()))
+
+
+def default_spec_text() -> str:
+    return resources.files("robustlaw").joinpath("specs/default.toml").read_text()
+
+
+def batches(runs: list[RunSpec], size: int) -> list[list[RunSpec]]:
+    """Group runs that share an architecture and data shape into batches of at most ``size``."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    for r in runs:
+        groups.setdefault(r.architecture(), []).append(r)
+    return [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def safe_run_group(specs: list[RunSpec]) -> list[dict]:
+    """:func:`run_group`, with a failure recorded for each spec instead of raised."""
+    try:
+        return run_group(specs)
+    except Exception as error:
+        return [failed_record(s, error) for s in specs]
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class LocalExecutor:
+    """Runs batches in ``workers`` processes with one thread each (inline when workers == 1)."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = workers or os.cpu_count() or 1
+
+    def map_unordered(self, fn: Callable[[list[RunSpec]], list[dict]], tasks: list[list[RunSpec]]) -> Iterator[list[dict]]:
+        if self.workers == 1 or len(tasks) == 1:
+            _init_worker()
+            for task in tasks:
+                yield fn(task)
+            return
+        with ProcessPoolExecutor(self.workers, initializer=_init_worker) as pool:
+            pending = {pool.submit(fn, t) for t in tasks}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+
+
+def run_sweep(sweep: SweepSpec, store: Store, executor=None, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every run of ``sweep`` not yet in ``store``; write each record as it arrives.
+
+    Returns the sweep's records (old and new). The driver is the store's only writer.
+    """
+    done = store.done_keys()
+    todo = [r for r in sweep.runs if r.key() not in done]
+    executor = executor or LocalExecutor()
+    # largest models first, so the long tasks do not finish last
+    tasks = sorted(batches(todo, sweep.batch_size), key=lambda b: -sum(b[0].model.hidden) * b[0].data.n)
+    for records in executor.map_unordered(safe_run_group, tasks):
+        for record in records:
+            store.put(record)
+            if on_record:
+                on_record(record)
+    return store.records(keys={r.key() for r in sweep.runs})
