@@ -15,7 +15,7 @@ from robustlaw.analysis import LAW_EXPONENT, law_fit
 from robustlaw.errors import RobustlawError
 from robustlaw.report import TABLE_COLUMNS, format_value, write_report
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped
 
 
 def results_table(records: list[dict], title: str) -> Table:

@@ -1,0 +1,34 @@
+import numpy as np
+
+from robustlaw.analysis import fit_power_law, law_fit
+
+
+def test_exact_power_law_is_recovered_with_a_tight_interval():
+    x = np.logspace(0, 2, 20)
+    fit = fit_power_law(x, 3.0 * x**0.5)
+    assert abs(fit.exponent - 0.5) < 1e-9
+    assert abs(fit.prefactor - 3.0) < 1e-9
+    assert fit.ci_low <= 0.5 <= fit.ci_high and fit.ci_high - fit.ci_low < 1e-6
+
+
+def test_noisy_power_law_interval_covers_the_truth():
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.logspace(0, 2, 8), 5)
+    y = 2.0 * x**0.3 * np.exp(0.1 * rng.standard_normal(len(x)))
+    fit = fit_power_law(x, y)
+    assert fit.ci_low < 0.3 < fit.ci_high
+    assert 0 < fit.ci_high - fit.ci_low < 0.2
+
+
+def test_too_few_points_give_no_fit():
+    assert fit_power_law([1, 2], [1, 2]) is None
+    assert fit_power_law([2, 2, 2], [1, 2, 3]) is None
+
+
+def test_law_fit_uses_only_runs_that_reached_their_target():
+    rows = [{"status": "ok", "reached": True, "law_scale": s, "lip_lower": 2 * s} for s in (1.0, 2.0, 4.0)]
+    rows.append({"status": "ok", "reached": False, "law_scale": 8.0, "lip_lower": 1000.0})
+    rows.append({"status": "error"})
+    fit = law_fit(rows)
+    # Lip = 2 sqrt(nd/P) is exponent 1/2 in n d / P
+    assert fit.points == 3 and abs(fit.exponent - 0.5) < 1e-9

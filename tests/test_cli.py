@@ -1,0 +1,94 @@
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from robustlaw.cli import main
+
+TINY = textwrap.dedent("""
+    name = "tiny"
+    seeds = [0, 1]
+    [data]
+    n = 30
+    d = 5
+    [model]
+    width = [8, 16, 32]
+    [fit]
+    max_steps = 800
+""")
+
+
+def robustlaw(*args, cwd=None):
+    """Run the installed entry point as a user would, in a subprocess."""
+    code = "from robustlaw.cli import entry; entry()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    spec = folder / "tiny.toml"
+    spec.write_text(TINY)
+    result = robustlaw("run", str(spec), "--out", str(folder / "out"), "--workers", "1")
+    return folder, result
+
+
+def test_run_writes_database_and_report_and_prints_the_exponent(tiny_run):
+    folder, result = tiny_run
+    assert result.returncode == 0, result.stderr
+    assert "alpha =" in result.stdout and "95% CI" in result.stdout
+    assert (folder / "out" / "report.html").is_file()
+    count = sqlite3.connect(folder / "out" / "results.db").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert count == 6
+
+
+def test_rerun_skips_finished_runs_and_keeps_each_once(tiny_run):
+    folder, _ = tiny_run
+    again = robustlaw("run", str(folder / "tiny.toml"), "--out", str(folder / "out"), "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert "6 already done" in again.stdout
+    count = sqlite3.connect(folder / "out" / "results.db").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert count == 6
+
+
+def test_report_rebuilds_from_the_database(tiny_run, tmp_path):
+    folder, _ = tiny_run
+    result = robustlaw("report", str(folder / "out" / "results.db"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "report.html").is_file()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[data]\nn = 0\n", "data.n: must be an integer >= 2"),
+    ("[model]\nwidth = 0\n", "model.width: must be an integer >= 1"),
+    ("[model]\nwidht = 3\n", "model.widht: unknown field"),
+    ("[data\nn = 3\n", "not valid TOML"),
+    ("[fit]\nlr = 'fast'\n", "fit.lr: must be a number"),
+    ("colour = 1\n", "colour: unknown top-level key"),
+])
+def test_bad_specs_get_one_line_naming_the_field(tmp_path, body, message):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(body)
+    result = robustlaw("run", str(spec), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_files_get_one_line(tmp_path):
+    for args in (["run", str(tmp_path / "nope.toml")], ["report", str(tmp_path / "nope.db")]):
+        result = robustlaw(*args)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for command in [[], *([name] for name in main.commands)]:
+        result = runner.invoke(main, [*command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output

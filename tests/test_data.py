@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+
+from robustlaw.data import DataSpec, Dataset, cube, gaussian, make_dataset, manifold, mixture, noise_scale, sphere
+from robustlaw.errors import RobustlawError, SpecError
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def test_sphere_points_have_unit_norm():
+    X = sphere(500, 17, rng())
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-12)
+
+
+def test_sphere_is_centred_and_isotropic():
+    X = sphere(20000, 5, rng())
+    np.testing.assert_allclose(X.mean(axis=0), 0.0, atol=0.02)
+    np.testing.assert_allclose(np.cov(X.T), np.eye(5) / 5, atol=0.01)
+
+
+def test_gaussian_has_unit_mean_squared_norm():
+    X = gaussian(20000, 30, rng())
+    assert abs((X**2).sum(axis=1).mean() - 1.0) < 0.01
+
+
+def test_cube_lies_in_the_cube_of_diameter_one():
+    d = 12
+    X = cube(5000, d, rng())
+    assert np.abs(X).max() <= 0.5 / np.sqrt(d)
+    # the corners are 1 apart: the diameter of [-1/(2 sqrt d), 1/(2 sqrt d)]^d is exactly 1
+    corner = np.full(d, 0.5 / np.sqrt(d))
+    assert np.isclose(np.linalg.norm(2 * corner), 1.0)
+
+
+def test_mixture_clusters_around_its_components():
+    X = mixture(3000, 50, rng(), components=4, spread=0.1)
+    norms = np.linalg.norm(X, axis=1)
+    assert abs(norms.mean() - 1.0) < 0.05  # centres on the sphere, small spread
+    # four clusters: the Gram matrix of normalised points takes ~4 distinct block values
+    from scipy.cluster.vq import kmeans2
+
+    _, labels = kmeans2(X, 4, seed=1, minit="++")
+    assert len(np.unique(labels)) == 4
+
+
+def test_manifold_spans_its_intrinsic_dimension():
+    X = manifold(400, 30, rng(), intrinsic_dim=4)
+    s = np.linalg.svd(X, compute_uv=False)
+    assert (s > 1e-8).sum() == 4
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-12)
+
+
+def test_random_signs_are_balanced_and_sigma_one():
+    data = make_dataset(DataSpec(n=4000, d=3), seed=0)
+    assert set(np.unique(data.y)) == {-1.0, 1.0}
+    assert abs(data.y.mean()) < 0.05
+    assert data.sigma == 1.0
+
+
+def test_teacher_noise_has_the_stated_variance():
+    spec = DataSpec(n=20000, d=10, labels="teacher", sigma=0.3, signal=0.5)
+    data = make_dataset(spec, seed=1)
+    # the residual around the noiseless teacher has variance sigma^2
+    clean = make_dataset(DataSpec(n=20000, d=10, labels="teacher", sigma=1e-12, signal=0.5), seed=1)
+    np.testing.assert_allclose(data.X, clean.X)
+    assert abs(np.var(data.y - clean.y) - 0.09) < 0.005
+
+
+def test_heteroscedastic_noise_has_mean_variance_sigma_squared_and_varies():
+    X = sphere(5000, 8, rng())
+    s = noise_scale(X, rng(1), 0.4, heteroscedastic=True)
+    assert np.isclose((s**2).mean(), 0.16)
+    assert s.std() > 0.05
+
+
+def test_clipping_keeps_labels_in_range_and_reports_reduced_sigma():
+    spec = DataSpec(n=3000, d=5, labels="teacher", sigma=0.8, signal=0.5, clip=True)
+    data = make_dataset(spec, seed=0)
+    assert np.abs(data.y).max() <= 1.0
+    assert 0.3 < data.sigma < 0.8
+
+
+def test_rademacher_noise_stays_in_range_without_clipping():
+    data = make_dataset(DataSpec(n=2000, d=5, labels="teacher", sigma=0.4, signal=0.6, noise="rademacher"), seed=0)
+    assert np.abs(data.y).max() <= 1.0 + 1e-12
+
+
+def test_same_seed_same_data_other_seed_other_data():
+    spec = DataSpec(distribution="mixture", n=50, d=4)
+    a, b, c = make_dataset(spec, 3), make_dataset(spec, 3), make_dataset(spec, 4)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.y, b.y)
+    assert not np.allclose(a.X, c.X)
+
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("data.n", dict(n=0)), ("data.d", dict(d=0)), ("data.distribution", dict(distribution="torus")),
+    ("data.sigma", dict(sigma=float("nan"))), ("data.labels", dict(labels="parity")),
+])
+def test_impossible_specs_name_their_field(field, kwargs):
+    with pytest.raises(SpecError) as info:
+        DataSpec(**kwargs)
+    assert info.value.field == field
+
+
+def test_nan_data_is_refused_with_its_location():
+    X = np.ones((5, 3))
+    X[2, 1] = np.nan
+    with pytest.raises(RobustlawError, match=r"NaN.*\(2, 1\)"):
+        Dataset(X, np.ones(5), 1.0)
+
+
+def test_mismatched_labels_are_refused():
+    with pytest.raises(RobustlawError, match="y must have shape"):
+        Dataset(np.ones((5, 3)), np.ones(4), 1.0)

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from robustlaw.data import DataSpec
+from robustlaw.experiment import CertifySpec, RunSpec, run
+from robustlaw.fit import FitSpec
+from robustlaw.models import ModelSpec
+from robustlaw.theory import law_scale
+
+SMALL = RunSpec(data=DataSpec(n=40, d=6), model=ModelSpec(width=24), fit=FitSpec(max_steps=1500), seed=1)
+
+
+@pytest.fixture(scope="module")
+def record():
+    torch.set_num_threads(1)
+    return run(SMALL)
+
+
+def test_record_interpolates_and_brackets_its_lipschitz_constant(record):
+    assert record["status"] == "ok"
+    assert record["reached"] and record["train_max_err"] <= 0.1
+    assert record["P"] == 24 * (6 + 2)
+    assert record["lip_floor"] <= record["lip_lower"] <= record["lip_upper"]
+    assert np.isclose(record["law_scale"], law_scale(40, 6, 24 * 8))
+
+
+def test_witness_lies_in_the_default_domain_the_data_ball(record):
+    from robustlaw.data import make_dataset
+
+    witness = np.array(json.loads(record["witness"]))
+    data = make_dataset(SMALL.data, SMALL.seed)
+    assert record["domain"] == f"ball(r={data.radius:g})"
+    assert np.linalg.norm(witness) <= data.radius * (1 + 1e-6)
+
+
+def test_same_spec_and_seed_give_the_same_record(record):
+    again = run(SMALL)
+    volatile = {"fit_seconds", "certify_seconds", "seconds"}
+    assert {k: v for k, v in again.items() if k not in volatile} == {k: v for k, v in record.items() if k not in volatile}
+
+
+def test_key_depends_on_the_spec_not_the_sweep_name():
+    other_sweep = RunSpec(**{**SMALL.__dict__, "sweep": "other"})
+    other_seed = RunSpec(**{**SMALL.__dict__, "seed": 2})
+    assert other_sweep.key() == SMALL.key()
+    assert other_seed.key() != SMALL.key()
+
+
+def test_mean_gradient_is_reported_separately_from_the_supremum(record):
+    assert 0 < record["grad_mean_train"] <= record["lip_lower"]
+
+
+def test_local_domain_needs_a_radius():
+    from robustlaw.errors import SpecError
+
+    with pytest.raises(SpecError, match="certify.radius"):
+        CertifySpec(domain="local")
