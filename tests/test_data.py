@@ -45,10 +45,10 @@ def test_mixture_clusters_around_its_components():
     assert len(np.unique(labels)) == 4
 
 
-def test_manifold_spans_its_intrinsic_dimension():
+def test_manifold_is_an_m_sphere_spanning_m_plus_one_dimensions():
     X = manifold(400, 30, rng(), intrinsic_dim=4)
     s = np.linalg.svd(X, compute_uv=False)
-    assert (s > 1e-8).sum() == 4
+    assert (s > 1e-8).sum() == 5
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-12)
 
 

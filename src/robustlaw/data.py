@@ -54,13 +54,14 @@ def mixture(n: int, d: int, rng: np.random.Generator, components: int = 10, spre
 
 
 def manifold(n: int, d: int, rng: np.random.Generator, intrinsic_dim: int = 5) -> Array:
-    """Uniform on a random great (m-1)-sphere of S^{d-1}: an m-dimensional manifold isometrically in R^d.
+    """Uniform on a random great m-sphere S^m of S^{d-1}: an m-dimensional manifold isometrically in R^d.
 
-    Its effective dimension is m = ``intrinsic_dim``, which is the d that enters the law.
+    S^m spans m + 1 linear dimensions but is m-dimensional; its effective (intrinsic) dimension
+    m = ``intrinsic_dim`` is the d that enters the law.
     """
-    require(1 <= intrinsic_dim <= d, "data.intrinsic_dim", f"must be in [1, d={d}], got {intrinsic_dim}")
-    z = sphere(n, intrinsic_dim, rng)
-    basis, _ = np.linalg.qr(rng.standard_normal((d, intrinsic_dim)))
+    require(1 <= intrinsic_dim < d, "data.intrinsic_dim", f"must be in [1, d - 1 = {d - 1}], got {intrinsic_dim}")
+    z = sphere(n, intrinsic_dim + 1, rng)
+    basis, _ = np.linalg.qr(rng.standard_normal((d, intrinsic_dim + 1)))
     return z @ basis.T
 
 
