@@ -1,9 +1,60 @@
-"""The papers' explicit interpolators and the floor every interpolator is measured against."""
+"""The papers' explicit interpolators, and the floor every interpolator is measured against.
+
+Each builder takes data (X: n x d, y: n) and returns a fitted model in float64:
+- a ReLU (or power-activation) two-layer net is a :class:`CertifiedNetwork` (a
+  :class:`robustlaw.models.Network`, so every tool that handles networks handles it);
+- anything else is an :class:`Interpolant` (an ``nn.Module`` mapping (..., d) -> (...)).
+Both have ``param_count()`` and ``lipschitz_upper_bound(domain) -> (value, method)``, a sound
+certificate on a :class:`robustlaw.lipschitz.Domain`, and a ``meta`` dict with the construction's
+choices (offsets, radii, thresholds). A failed precondition (caps overlap, points not in general
+position, duplicate points...) raises :class:`RobustlawError` with one line instead of returning
+a wrong model.
+
+| builder | source | P | Lip claimed |
+| --- | --- | --- | --- |
+| single_neuron | BLN20 3.1, d >= n | d + 3 | ~ sqrt(n) (min-norm hyperplane) |
+| caps | BLN20 3.2, k = n | n (d + 2) | max|y| / offset on the unit ball |
+| compromise_caps | BLN20 3.3, m = n / k points per cap | k (d + 2) | O(n log d / k) |
+| tensor | BLN20 3.4, activation t^q | d^2 + d (q = 2), n (d + 1) | O(sqrt(n / k)) |
+| baum | Baum 1988, 3 ReLUs per d points | ~ 3 n (d + 2) / d | large: fits, not robust |
+| rbf | slides: one bump per point | n (d + 1) | max|y| / radius = O(1) |
+| projected_rbf | BS21 tightness: project to d' = P / n | n (d' + 1) | ~ sqrt(n d / P) |
+| mcshane | McShane extension | n (d + 1) + 1 | the floor max |y_i - y_j| / ||x_i - x_j|| |
+"""
 
 from __future__ import annotations
 
+import math
+import time
+from typing import Callable
+
 import numpy as np
-from scipy.spatial.distance import pdist
+import torch
+from scipy.spatial.distance import pdist, squareform
+from torch import nn
+
+from robustlaw.data import Dataset, check_dataset
+from robustlaw.errors import RobustlawError
+from robustlaw.fit import FitResult
+from robustlaw.lipschitz.domain import Domain
+from robustlaw.lipschitz.upper import upper_bound
+from robustlaw.models import Network, Power
+
+#: BLN20 3.2: each cap is offset by 1/10 from the top of the sphere ("offset by 1/10", seed 000),
+#: which makes the one-cap-per-point net 10-Lipschitz on the unit ball.
+CAP_OFFSET = 0.1
+#: compromise_caps: when the default threshold would let a cap reach another data point, the
+#: threshold is raised to this factor times the smallest one that excludes every other point.
+CAP_EXCLUSION_MARGIN = 1.1
+#: The slides' one-bump-per-point construction: bump radius = this fraction of the smallest
+#: distance between two data points (1/2 is the largest with disjoint supports).
+RBF_RADIUS_FRACTION = 0.5
+#: single_neuron: the pre-activation at every data point is at least this margin above 0.
+NEURON_MARGIN = 1.0
+#: Points closer than this (relative to the data scale) count as linearly dependent / duplicate.
+RANK_TOL = 1e-9
+#: Grid of lambda in [0, 1] for the pairwise cap-overlap test (any grid is sound; finer is tighter).
+OVERLAP_GRID = 129
 
 
 def mcshane_constant(X: np.ndarray, y: np.ndarray) -> float:
@@ -14,3 +65,460 @@ def mcshane_constant(X: np.ndarray, y: np.ndarray) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(dist > 0, diff / dist, np.where(diff > 0, np.inf, 0.0))
     return float(ratio.max()) if len(ratio) else 0.0
+
+
+# ----------------------------------------------------------------------------- certificates
+
+
+def overlap_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -> float:
+    """A sound Lipschitz bound for x -> a . relu(W x + b) on ``domain`` that sees disjoint caps.
+
+    At any point the active neurons S pairwise co-activate inside the domain's bounding ball B, so
+    S lies in the closed neighbourhood N[j] of any j in S of the graph "j, l both active somewhere
+    in B", and ||sum_S a_l w_l|| <= max_j sum_{l in N[j]} |a_l| ||w_l||. Two half-spaces
+    {g_j > 0}, {g_l > 0} (g = signed distance) meet in B only if min_lambda [lambda g_j(c) +
+    (1 - lambda) g_l(c) + r ||lambda u_j + (1 - lambda) u_l||] > 0 (minimax over the ball); a grid
+    value <= 0 proves them disjoint, so the test errs only towards "overlap" (sound). On R^d it
+    is the path norm sum_j |a_j| ||w_j||. Disjoint caps give max_j |a_j| ||w_j||, the exact value.
+    """
+    norms = np.linalg.norm(W, axis=1)
+    weight = np.abs(a) * norms
+    ball = domain.bounding_ball(W.shape[1])
+    if ball is None:
+        return float(weight.sum())
+    c, r = ball
+    live = (norms > 0) & (weight > 0)
+    u = W[live] / norms[live, None]
+    g = (W[live] @ c + b[live]) / norms[live]
+    live_idx = np.flatnonzero(live)
+    reach = g + r > 0  # the neuron is active somewhere in the ball
+    u, g, live_idx = u[reach], g[reach], live_idx[reach]
+    if len(live_idx) == 0:
+        return 0.0
+    rho = np.clip(u @ u.T, -1.0, 1.0)
+    smallest = np.full(rho.shape, np.inf)
+    tol = 1e-9 * (1.0 + r + np.abs(g).max())
+    for lam in np.linspace(0.0, 1.0, OVERLAP_GRID):
+        norm = np.sqrt(np.clip(lam**2 + (1 - lam) ** 2 + 2 * lam * (1 - lam) * rho, 0.0, None))
+        np.minimum(smallest, lam * g[:, None] + (1 - lam) * g[None, :] + r * norm, out=smallest)
+    overlap = smallest > -tol
+    np.fill_diagonal(overlap, True)
+    w = weight[live_idx]
+    return float((overlap @ w).max())
+
+
+class CertifiedNetwork(Network):
+    """A two-layer :class:`Network` built by a construction, with its own tighter certificate."""
+
+    meta: dict
+    #: an optional construction-specific certificate, domain -> (value, method)
+    extra_certificate: Callable[[Domain], tuple[float, str]] | None = None
+
+    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
+        """min of the generic network certificate, the cap-overlap bound (ReLU) and the extra one."""
+        generic = upper_bound(self, domain)
+        best = (generic.value, generic.method)
+        hidden, act, head = self[0], self[1], self[2]
+        if isinstance(act, nn.ReLU):
+            W = hidden.weight.detach().double().numpy()
+            b = hidden.bias.detach().double().numpy() if hidden.bias is not None else np.zeros(W.shape[0])
+            value = overlap_bound(W, b, head.weight.detach().double().numpy()[0], domain) * (1 + 1e-9)
+            if value < best[0]:
+                best = (value, "cap-overlap")
+        if self.extra_certificate is not None:
+            value, method = self.extra_certificate(domain)
+            if value < best[0]:
+                best = (value, method)
+        return best
+
+
+def _network(W: np.ndarray, b: np.ndarray | None, a: np.ndarray, meta: dict, activation: nn.Module | None = None,
+             out_bias: float | None = None) -> CertifiedNetwork:
+    """x -> a . act(W x + b) (+ out_bias) as a float64 CertifiedNetwork."""
+    k, d = W.shape
+    hidden = nn.Linear(d, k, bias=b is not None, dtype=torch.float64)
+    head = nn.Linear(k, 1, bias=out_bias is not None, dtype=torch.float64)
+    with torch.no_grad():
+        hidden.weight.copy_(torch.as_tensor(W))
+        if b is not None:
+            hidden.bias.copy_(torch.as_tensor(b))
+        head.weight.copy_(torch.as_tensor(a, dtype=torch.float64)[None, :])
+        if out_bias is not None:
+            head.bias.fill_(out_bias)
+    net = CertifiedNetwork(hidden, activation or nn.ReLU(), head)
+    net.meta = meta
+    return net
+
+
+class Interpolant(nn.Module):
+    """A non-network construction: (..., d) -> (...), with P, a certificate and its choices in ``meta``."""
+
+    meta: dict
+
+    def param_count(self) -> int:
+        """P: the number of scalars that specify the function within its class."""
+        return sum(p.numel() for p in self.parameters())
+
+    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
+        raise NotImplementedError
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.meta["d"])
+
+
+def _distances(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """||x - c_i|| for every centre, shape (..., n); gradient 0 (not NaN) exactly at a centre."""
+    sq = (x[..., None, :] - centres).pow(2).sum(-1)
+    return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
+
+
+class BumpSum(Interpolant):
+    """f(x) = sum_i h_i max(0, 1 - ||A x - c_i|| / r): disjoint cone bumps of radius r around the
+    centres c_i (= A x_i), after an optional fixed linear map A (the identity if None).
+
+    Supports are disjoint (r <= half the smallest centre distance), so f(c_i) = h_i and
+    Lip(f) <= ||A||_op max|h_i| / r on all of R^d: for x, x' in supports i, j,
+    |f(x) - f(x')| <= max|h| ((1 - s) + (1 - s')) <= (max|h| / r) ||Ax - Ax'||.
+    A is part of the class (fixed before seeing the data), so P = n (d' + 1).
+    """
+
+    def __init__(self, centres: np.ndarray, heights: np.ndarray, radius: float, A: np.ndarray | None, meta: dict):
+        super().__init__()
+        self.centres = nn.Parameter(torch.as_tensor(centres, dtype=torch.float64), requires_grad=False)
+        self.heights = nn.Parameter(torch.as_tensor(heights, dtype=torch.float64), requires_grad=False)
+        self.register_buffer("radius", torch.tensor(float(radius), dtype=torch.float64))
+        self.register_buffer("A", None if A is None else torch.as_tensor(A, dtype=torch.float64))
+        self.meta = meta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x if self.A is None else x @ self.A.T
+        return (self.heights * torch.relu(1 - _distances(z, self.centres) / self.radius)).sum(-1)
+
+    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
+        op = 1.0 if self.A is None else float(torch.linalg.matrix_norm(self.A, ord=2))
+        value = op * float(self.heights.abs().max()) / float(self.radius)
+        return value * (1 + 1e-9), "disjoint-bumps"
+
+
+class McShane(Interpolant):
+    """f(x) = min_i (y_i + L ||x - x_i||) with L = mcshane_constant(X, y): an interpolant whose
+    Lipschitz constant is exactly the floor L (a minimum of L-Lipschitz cones is L-Lipschitz, and
+    no interpolant can do better)."""
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, lip: float):
+        super().__init__()
+        self.centres = nn.Parameter(torch.as_tensor(X, dtype=torch.float64), requires_grad=False)
+        self.values = nn.Parameter(torch.as_tensor(y, dtype=torch.float64), requires_grad=False)
+        self.lip = nn.Parameter(torch.tensor(float(lip), dtype=torch.float64), requires_grad=False)
+        self.meta = {"construction": "mcshane", "d": X.shape[1], "lip": lip}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.values + self.lip * _distances(x, self.centres)).min(-1).values
+
+    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
+        return float(self.lip) * (1 + 1e-9), "mcshane"
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _data(X, y) -> tuple[np.ndarray, np.ndarray]:
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    check_dataset(X, y)
+    return X, y
+
+
+def _min_distance(Z: np.ndarray) -> tuple[float, tuple[int, int]]:
+    D = squareform(pdist(Z))
+    np.fill_diagonal(D, np.inf)
+    i, j = np.unravel_index(np.argmin(D), D.shape)
+    return float(D[i, j]), (int(i), int(j))
+
+
+def _require_unit_norm(X: np.ndarray, name: str) -> None:
+    norms = np.linalg.norm(X, axis=1)
+    if np.abs(norms - 1).max() > 1e-6:
+        i = int(np.argmax(np.abs(norms - 1)))
+        raise RobustlawError(f"{name} needs points on the unit sphere, but ||x_{i}|| = {norms[i]:.6g}")
+
+
+def single_neuron(X, y, margin: float = NEURON_MARGIN) -> CertifiedNetwork:
+    """BLN20 3.1 (d >= n): f(x) = relu(<w, x> + b) + c with the minimum-norm w (b free) such that
+    <w, x_i> + b = y_i - c, and c = min y - margin so the neuron is active at every data point.
+
+    Lip(f) = ||w|| on R^d; for random +-1 labels and d >> n, ||w|| ~ sqrt(n) (BLN20 3.1).
+    Needs the points affinely independent (n <= d + 1).
+    """
+    X, y = _data(X, y)
+    n, d = X.shape
+    if n > d + 1:
+        raise RobustlawError(f"single_neuron needs n <= d + 1 (one hyperplane through all points), got n={n}, d={d}")
+    c = float(y.min()) - margin
+    t = y - c
+    Xc = X - X.mean(axis=0)
+    if n > 1 and np.linalg.matrix_rank(Xc, tol=RANK_TOL * max(1.0, np.abs(Xc).max())) < n - 1:
+        raise RobustlawError("single_neuron needs affinely independent points; these lie in a lower-dimensional affine set")
+    w = np.linalg.pinv(Xc) @ (t - t.mean())
+    b = float(np.mean(t - X @ w))
+    return _network(w[None, :], np.array([b]), np.array([1.0]), out_bias=c,
+                    meta={"construction": "single_neuron", "d": d, "w_norm": float(np.linalg.norm(w)),
+                          "output_bias": c, "margin": margin})
+
+
+def caps(X, y, offset: float = CAP_OFFSET) -> CertifiedNetwork:
+    """BLN20 3.2 (k = n): f(x) = sum_i y_i relu(<x_i, x> - (1 - offset)) / offset on unit-norm data.
+
+    Cap i has height y_i at x_i and gradient y_i x_i / offset. The caps are disjoint in the unit
+    ball iff <x_i, x_j> <= 2 (1 - offset)^2 - 1 for all i != j (two caps of the ball meet at most
+    at the bisector, where <x_i, x> = cos(angle / 2)); then f interpolates and Lip(f) on the unit
+    ball = max|y_i| / offset. Raises if the caps overlap.
+    """
+    X, y = _data(X, y)
+    _require_unit_norm(X, "caps")
+    if not 0 < offset < 1:
+        raise RobustlawError(f"caps offset must lie in (0, 1), got {offset}")
+    limit = 2 * (1 - offset) ** 2 - 1
+    G = X @ X.T
+    np.fill_diagonal(G, -np.inf)
+    i, j = np.unravel_index(np.argmax(G), G.shape)
+    if len(X) > 1 and G[i, j] > limit:
+        raise RobustlawError(f"caps overlap: <x_{i}, x_{j}> = {G[i, j]:.4f} > 2 (1 - offset)^2 - 1 = {limit:.4f}; "
+                             f"use a smaller offset (now {offset}) or data of higher dimension")
+    return _network(X / offset, np.full(len(X), -(1 - offset) / offset), y,
+                    meta={"construction": "caps", "d": X.shape[1], "offset": offset, "heights": "y_i",
+                          "lip_on_unit_ball": float(np.abs(y).max() / offset)})
+
+
+def _groups(y: np.ndarray, k: int) -> list[np.ndarray]:
+    """Split the indices with y != 0 into at most k groups of one label sign, the caps shared
+    between the two signs in proportion to their counts (so groups have ~ n / k points)."""
+    signs = [s for s in (np.flatnonzero(y > 0), np.flatnonzero(y < 0)) if len(s)]
+    total = sum(len(s) for s in signs)
+    if len(signs) == 2 and k >= 2:
+        first = min(max(1, round(k * len(signs[0]) / total)), k - 1)
+        shares = [first, k - first]
+    else:
+        shares = [k] * len(signs) if len(signs) == 1 else [1, 1]
+        if len(signs) == 2:  # k == 1 cannot hold two signs
+            raise RobustlawError("compromise_caps needs k >= 2 caps when labels of both signs occur")
+    groups = []
+    for s, share in zip(signs, shares):
+        m = math.ceil(len(s) / share)
+        groups += [s[i:i + m] for i in range(0, len(s), m)]
+    return groups
+
+
+def compromise_caps(X, y, k: int, offset: float = CAP_OFFSET) -> CertifiedNetwork:
+    """BLN20 3.3: k ReLU caps, each fitting a group S_j of m ~ n / k points of one label sign.
+
+    Neuron j: a_j relu(<w_j, x> - theta_j) with w_j = theta_j u_j + v_j, where u_j, v_j are the
+    minimum-norm vectors with <u_j, x_i> = 1 and <v_j, x_i> = |y_i| on S_j, theta_j =
+    max_{S_j} |y_i| (1 - offset) / offset (raised to 1.1 x the smallest threshold that keeps every
+    other data point outside the cap, if that is larger) and a_j = the group's sign: the
+    pre-activation is |y_i| on S_j and <= 0 at every other point. For m = 1 and |y_i| = 1 this is
+    the one-cap-per-point net of :func:`caps`. Raises if a group is linearly dependent (m > d) or
+    no threshold can exclude some other point (<u_j, x_l> >= 1). BLN20 bound the overlap of such caps by O(m log d), so
+    Lip = O(n log(d) / k); ``lipschitz_upper_bound`` certifies the actual overlap.
+    """
+    X, y = _data(X, y)
+    n, d = X.shape
+    if not (isinstance(k, int) and 1 <= k <= n):
+        raise RobustlawError(f"compromise_caps needs an integer number of caps k in [1, n={n}], got {k!r}")
+    if not 0 < offset < 1:
+        raise RobustlawError(f"cap offset must lie in (0, 1), got {offset}")
+    groups = _groups(y, k)
+    W, theta, a = [], [], []
+    raised = 0  # caps whose threshold had to exceed the default to exclude another point
+    for j, S in enumerate(groups):
+        XS = X[S]
+        if len(S) > d or np.linalg.matrix_rank(XS, tol=RANK_TOL * max(1.0, np.abs(XS).max())) < len(S):
+            raise RobustlawError(f"cap {j}: its {len(S)} points are linearly dependent (need <= d={d} independent "
+                                 "points per cap; use more caps)")
+        pinv = np.linalg.pinv(XS)
+        u, v = pinv @ np.ones(len(S)), pinv @ np.abs(y[S])
+        outside = np.setdiff1d(np.arange(n), S)
+        tu, tv = X[outside] @ u, X[outside] @ v
+        # pre-activation at an outside point: theta (tu - 1) + tv <= 0 iff theta >= tv / (1 - tu) (tu < 1)
+        trapped = tu >= 1 - RANK_TOL
+        if trapped.any():
+            bad = int(outside[np.argmax(trapped)])
+            raise RobustlawError(f"cap {j} cannot exclude data point {bad}: it lies beyond the group's hyperplane "
+                                 "<u, x> = 1; use more caps (fewer points per cap)")
+        th = float(np.abs(y[S]).max()) * (1 - offset) / offset
+        needed = tv / (1 - tu)
+        if len(outside) and needed.max() > th:
+            th = CAP_EXCLUSION_MARGIN * float(needed.max())
+            raised += 1
+        w = th * u + v
+        if len(outside) and (X[outside] @ w - th).max() > 0:  # rounding: never return a wrong fit
+            raise RobustlawError(f"cap {j} could not be separated from the other data points numerically")
+        W.append(w)
+        theta.append(th)
+        a.append(float(np.sign(y[S[0]])))
+    m = max(len(S) for S in groups) if groups else 0
+    if not groups:  # all labels zero: the zero function
+        return _network(np.zeros((1, d)), np.zeros(1), np.zeros(1),
+                        meta={"construction": "compromise_caps", "d": d, "caps": 0, "points_per_cap": 0})
+    return _network(np.array(W), -np.array(theta), np.array(a),
+                    meta={"construction": "compromise_caps", "d": d, "caps": len(groups), "points_per_cap": m,
+                          "offset": offset, "thresholds_raised": raised, "bln20_scale": n * math.log(d) / len(groups) if d > 1 else float(n)})
+
+
+def tensor(X, y, q: int = 2, ridge: float = 0.0) -> CertifiedNetwork:
+    """BLN20 3.4: f(x) = sum_i c_i <x_i, x>^q, the minimum-norm interpolant in the space of degree-q
+    forms <T, x^{(x) q}>, c = (K + ridge I)^{-1} y with K_ij = <x_i, x_j>^q (``ridge`` > 0: the
+    approximate fit of BLN20). For q = 2 it is stored as its eigen-decomposition
+    f(x) = sum_j lambda_j <e_j, x>^2, a width-d net with activation t^2 (BLN20's k ~ d^{q-1}),
+    whose Lipschitz constant on the ball of radius R is exactly 2 R ||M||_op, M = sum_i c_i x_i x_i^T.
+    Raises if K is singular (n larger than the dimension of degree-q forms, or repeated points).
+    """
+    X, y = _data(X, y)
+    n, d = X.shape
+    if not (isinstance(q, int) and q >= 1):
+        raise RobustlawError(f"tensor construction needs an integer degree q >= 1, got {q!r}")
+    if ridge < 0:
+        raise RobustlawError(f"ridge must be >= 0, got {ridge}")
+    K = (X @ X.T) ** q
+    dim = math.comb(d + q - 1, q)
+    if ridge == 0 and (n > dim or np.linalg.cond(K) > 1 / RANK_TOL):
+        raise RobustlawError(f"tensor interpolation needs the kernel <x_i, x_j>^{q} invertible (n={n} points, "
+                             f"{dim} degree-{q} forms in d={d}); use fewer points, a higher q, or ridge > 0")
+    coef = np.linalg.solve(K + ridge * np.eye(n), y)
+    meta = {"construction": "tensor", "d": d, "q": q, "ridge": ridge}
+    if q == 2:
+        M = (X.T * coef) @ X
+        lam, E = np.linalg.eigh(M)
+        net = _network(E.T, None, lam, meta={**meta, "M_op": float(np.abs(lam).max())}, activation=Power(2))
+    else:
+        net = _network(X, None, coef, meta=meta, activation=Power(q))
+    net.meta["train_max_err"] = float(np.abs(net(torch.as_tensor(X)).detach().numpy() - y).max())
+    net.extra_certificate = lambda domain, X=X, coef=coef, q=q: _polynomial_certificate(X, coef, q, domain)
+    return net
+
+
+def _polynomial_certificate(X: np.ndarray, coef: np.ndarray, q: int, domain: Domain) -> tuple[float, str]:
+    """Lip of sum_i c_i <x_i, x>^q on the bounding ball ||x|| <= R of the domain:
+    q = 2: exactly 2 R ||M||_op; q > 2: q ||X||_op ||(c_i (R ||x_i||)^{q-1})_i||_2 (Cauchy-Schwarz)."""
+    ball = domain.bounding_ball(X.shape[1])
+    if ball is None:
+        return (float("inf"), "polynomial: unbounded on R^d") if q >= 2 else (float(np.linalg.norm(coef @ X)), "linear")
+    R = float(np.linalg.norm(ball[0]) + ball[1])
+    if q == 2:
+        return 2 * R * float(np.linalg.norm((X.T * coef) @ X, 2)) * (1 + 1e-9), "quadratic-form"
+    t = R * np.linalg.norm(X, axis=1)
+    return q * float(np.linalg.norm(X, 2)) * float(np.linalg.norm(coef * t ** (q - 1))) * (1 + 1e-9), "polynomial"
+
+
+def baum(X, y) -> CertifiedNetwork:
+    """Baum (1988): points of equal label in groups of <= d, one hyperplane through each group, and a
+    thin ReLU slab bump (relu(t + delta) - 2 relu(t) + relu(t - delta)) / delta around it, t the
+    signed distance to the hyperplane; delta is half the distance from the hyperplane to the
+    nearest other data point. 3 neurons per d points (P ~ 3 n): it fits, with Lip >= 1 / delta,
+    which is huge (not robust). Raises if a hyperplane passes through another data point.
+    """
+    X, y = _data(X, y)
+    n, d = X.shape
+    W, b, a = [], [], []
+    deltas = []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        if label == 0:
+            continue
+        for start in range(0, len(idx), d):
+            S = idx[start:start + d]
+            _, _, Vt = np.linalg.svd(np.hstack([X[S], -np.ones((len(S), 1))]))
+            normal, beta = Vt[-1, :d], Vt[-1, d]
+            scale = np.linalg.norm(normal)
+            if scale < RANK_TOL:
+                raise RobustlawError(f"baum: the points of a group with label {label:g} do not span a hyperplane")
+            normal, beta = normal / scale, beta / scale
+            others = np.setdiff1d(np.arange(n), S)
+            gap = np.abs(X[others] @ normal - beta).min() if len(others) else 1.0
+            if gap <= RANK_TOL:
+                raise RobustlawError(f"baum: the hyperplane through a group with label {label:g} passes through "
+                                     "another data point (points not in general position)")
+            delta = gap / 2
+            deltas.append(delta)
+            for shift, weight in ((delta, 1.0), (0.0, -2.0), (-delta, 1.0)):
+                W.append(normal)
+                b.append(-beta + shift)
+                a.append(label * weight / delta)
+    if not W:
+        return _network(np.zeros((1, d)), np.zeros(1), np.zeros(1), meta={"construction": "baum", "d": d, "groups": 0})
+    return _network(np.array(W), np.array(b), np.array(a),
+                    meta={"construction": "baum", "d": d, "groups": len(deltas), "min_delta": float(min(deltas))})
+
+
+def _bumps(Z: np.ndarray, y: np.ndarray, A: np.ndarray | None, fraction: float, meta: dict) -> BumpSum:
+    if not 0 < fraction <= RBF_RADIUS_FRACTION:
+        raise RobustlawError(f"bump radius fraction must lie in (0, {RBF_RADIUS_FRACTION}], got {fraction}")
+    sep, (i, j) = _min_distance(Z) if len(Z) > 1 else (2.0, (0, 0))
+    if sep <= RANK_TOL * max(1.0, np.abs(Z).max()):
+        where = "after projection " if A is not None else ""
+        raise RobustlawError(f"points {i} and {j} coincide {where}(distance {sep:.3g}); bumps cannot separate them")
+    radius = fraction * sep
+    return BumpSum(Z, y, radius, A, meta={**meta, "radius": radius, "separation": sep})
+
+
+def rbf(X, y, fraction: float = RBF_RADIUS_FRACTION) -> BumpSum:
+    """One cone bump per point (the slides' "1 radial basis function on each input"), radius =
+    ``fraction`` x the smallest distance between points: P = n (d + 1), Lip = max|y| / radius,
+    O(1) for well-separated data (e.g. ~ 1.4 for +-1 labels on a high-dimensional sphere)."""
+    X, y = _data(X, y)
+    return _bumps(X, y, None, fraction, {"construction": "rbf", "d": X.shape[1]})
+
+
+def projected_rbf(X, y, d_proj: int, seed: int = 0, fraction: float = RBF_RADIUS_FRACTION) -> BumpSum:
+    """BS21's tight construction: a fixed Gaussian map A (d' x d, entries N(0, 1 / d')) to d' = P / n
+    dimensions, then one bump per projected point. ||A||_op ~ 1 + sqrt(d / d') and the projected
+    points stay O(1) apart while d' >~ log n, so Lip <= ||A||_op max|y| / radius ~ sqrt(n d / P)."""
+    X, y = _data(X, y)
+    d = X.shape[1]
+    if not (isinstance(d_proj, int) and 1 <= d_proj):
+        raise RobustlawError(f"projection dimension must be an integer >= 1, got {d_proj!r}")
+    A = np.random.default_rng([seed, 0xB521]).standard_normal((d_proj, d)) / math.sqrt(d_proj)
+    return _bumps(X @ A.T, y, A, fraction, {"construction": "projected_rbf", "d": d, "d_proj": d_proj,
+                                            "A_op": float(np.linalg.norm(A, 2))})
+
+
+def mcshane(X, y) -> McShane:
+    """The McShane extension min_i (y_i + L ||x - x_i||): Lip exactly the floor L = mcshane_constant."""
+    X, y = _data(X, y)
+    lip = mcshane_constant(X, y)
+    if not np.isfinite(lip):
+        raise RobustlawError("mcshane: two identical points carry different labels; no function interpolates them")
+    return McShane(X, y, lip)
+
+
+# ----------------------------------------------------------------------------- sweep points
+
+#: name -> builder(X, y, size, q, seed); ``size`` is ModelSpec.width: the number of caps k for
+#: compromise_caps, the projected dimension d' for projected_rbf, unused otherwise.
+CONSTRUCTIONS: dict[str, Callable[..., nn.Module]] = {
+    "single_neuron": lambda X, y, size, q, seed: single_neuron(X, y),
+    "caps": lambda X, y, size, q, seed: caps(X, y),
+    "compromise_caps": lambda X, y, size, q, seed: compromise_caps(X, y, size),
+    "tensor": lambda X, y, size, q, seed: tensor(X, y, q),
+    "baum": lambda X, y, size, q, seed: baum(X, y),
+    "rbf": lambda X, y, size, q, seed: rbf(X, y),
+    "projected_rbf": lambda X, y, size, q, seed: projected_rbf(X, y, size, seed),
+    "mcshane": lambda X, y, size, q, seed: mcshane(X, y),
+}
+
+
+def build_construction(spec, data: Dataset) -> tuple[nn.Module, FitResult]:
+    """The sweep's route for ``ModelSpec(family="construction", construction=name)``: build the
+    construction on the run's data and report its fit as a FitResult with mode "construction"."""
+    name = spec.model.construction
+    if name not in CONSTRUCTIONS:
+        raise RobustlawError(f"unknown construction {name!r} (known: {', '.join(CONSTRUCTIONS)})")
+    start = time.perf_counter()
+    model = CONSTRUCTIONS[name](data.X, data.y, spec.model.width, spec.model.q, spec.seed)
+    with torch.no_grad():
+        err = model(torch.as_tensor(data.X, dtype=torch.float64)).numpy() - data.y
+    mse, max_err = float(np.mean(err**2)), float(np.abs(err).max())
+    goal = spec.fit.goal
+    reached = bool(goal.met(torch.tensor(max_err), torch.tensor(mse), torch.tensor(data.sigma)))
+    return model, FitResult(reached=reached, steps=0, train_mse=mse, train_max_err=max_err,
+                            seconds=time.perf_counter() - start, mode="construction")
