@@ -46,6 +46,8 @@ CAP_OFFSET = 0.1
 #: compromise_caps: when the default threshold would let a cap reach another data point, the
 #: threshold is raised to this factor times the smallest one that excludes every other point.
 CAP_EXCLUSION_MARGIN = 1.1
+#: compromise_caps: how many seeded random partitions of the points into caps are tried.
+CAP_PARTITION_ATTEMPTS = 20
 #: The slides' one-bump-per-point construction: bump radius = this fraction of the smallest
 #: distance between two data points (1/2 is the largest with disjoint supports).
 RBF_RADIUS_FRACTION = 0.5
@@ -161,6 +163,11 @@ class Interpolant(nn.Module):
 
     def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
         raise NotImplementedError
+
+    @property
+    def depth(self) -> int:
+        """2: a layer of radial units (bumps, cones) and a combining output, for BS21 Lemma 3.1's J."""
+        return 2
 
     @property
     def input_dim(self) -> int:
@@ -290,35 +297,69 @@ def caps(X, y, offset: float = CAP_OFFSET) -> CertifiedNetwork:
                           "lip_on_unit_ball": float(np.abs(y).max() / offset)})
 
 
-def _groups(y: np.ndarray, k: int) -> list[np.ndarray]:
+def _groups(y: np.ndarray, k: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
     """Split the indices with y != 0 into at most k groups of one label sign, the caps shared
-    between the two signs in proportion to their counts (so groups have ~ n / k points)."""
+    between the two signs in proportion to their counts (so groups have ~ n / k points); ``rng``
+    shuffles the points first (else they are taken in index order)."""
     signs = [s for s in (np.flatnonzero(y > 0), np.flatnonzero(y < 0)) if len(s)]
+    if rng is not None:
+        signs = [rng.permutation(s) for s in signs]
     total = sum(len(s) for s in signs)
-    if len(signs) == 2 and k >= 2:
+    if len(signs) == 2 and k < 2:
+        raise RobustlawError("compromise_caps needs k >= 2 caps when labels of both signs occur")
+    if len(signs) == 2:
         first = min(max(1, round(k * len(signs[0]) / total)), k - 1)
         shares = [first, k - first]
     else:
-        shares = [k] * len(signs) if len(signs) == 1 else [1, 1]
-        if len(signs) == 2:  # k == 1 cannot hold two signs
-            raise RobustlawError("compromise_caps needs k >= 2 caps when labels of both signs occur")
+        shares = [k] * len(signs)
     groups = []
     for s, share in zip(signs, shares):
         m = math.ceil(len(s) / share)
-        groups += [s[i:i + m] for i in range(0, len(s), m)]
+        groups += [np.sort(s[i:i + m]) for i in range(0, len(s), m)]
     return groups
 
 
-def compromise_caps(X, y, k: int, offset: float = CAP_OFFSET) -> CertifiedNetwork:
+class _Trapped(Exception):
+    """A data point lies beyond a cap's hyperplane <u, x> = 1: no threshold excludes it."""
+
+
+def _cap_neuron(X: np.ndarray, y: np.ndarray, S: np.ndarray, offset: float) -> tuple[np.ndarray, float, bool]:
+    """The cap neuron of group S: (w, theta, raised) with <w, x_i> - theta = |y_i| on S, <= 0 elsewhere."""
+    n, d = X.shape
+    XS = X[S]
+    if len(S) > d or np.linalg.matrix_rank(XS, tol=RANK_TOL * max(1.0, np.abs(XS).max())) < len(S):
+        raise RobustlawError(f"a cap's {len(S)} points are linearly dependent (need <= d={d} independent "
+                             "points per cap; use more caps)")
+    pinv = np.linalg.pinv(XS)
+    u, v = pinv @ np.ones(len(S)), pinv @ np.abs(y[S])
+    outside = np.setdiff1d(np.arange(n), S)
+    tu, tv = X[outside] @ u, X[outside] @ v
+    # the pre-activation at an outside point is theta (tu - 1) + tv: <= 0 iff theta >= tv / (1 - tu), tu < 1
+    if (tu >= 1 - RANK_TOL).any():
+        raise _Trapped
+    theta = float(np.abs(y[S]).max()) * (1 - offset) / offset
+    needed = float((tv / (1 - tu)).max()) if len(outside) else 0.0
+    raised = needed > theta
+    if raised:
+        theta = CAP_EXCLUSION_MARGIN * needed
+    w = theta * u + v
+    if len(outside) and (X[outside] @ w - theta).max() > 0:  # rounding: never return a wrong fit
+        raise _Trapped
+    return w, theta, raised
+
+
+def compromise_caps(X, y, k: int, offset: float = CAP_OFFSET, seed: int = 0) -> CertifiedNetwork:
     """BLN20 3.3: k ReLU caps, each fitting a group S_j of m ~ n / k points of one label sign.
 
     Neuron j: a_j relu(<w_j, x> - theta_j) with w_j = theta_j u_j + v_j, where u_j, v_j are the
     minimum-norm vectors with <u_j, x_i> = 1 and <v_j, x_i> = |y_i| on S_j, theta_j =
-    max_{S_j} |y_i| (1 - offset) / offset (raised to 1.1 x the smallest threshold that keeps every
-    other data point outside the cap, if that is larger) and a_j = the group's sign: the
-    pre-activation is |y_i| on S_j and <= 0 at every other point. For m = 1 and |y_i| = 1 this is
-    the one-cap-per-point net of :func:`caps`. Raises if a group is linearly dependent (m > d) or
-    no threshold can exclude some other point (<u_j, x_l> >= 1). BLN20 bound the overlap of such caps by O(m log d), so
+    max_{S_j} |y_i| (1 - offset) / offset and a_j = the group's sign: the pre-activation is |y_i|
+    on S_j and <= 0 at every other point. For m = 1 and |y_i| = 1 this is the one-cap-per-point
+    net of :func:`caps`. A partition in which some cap cannot exclude another point (it lies
+    beyond <u_j, x> = 1) is redrawn (``CAP_PARTITION_ATTEMPTS`` seeded shuffles); among valid
+    partitions the one needing the fewest raised thresholds (theta_j raised to 1.1 x the smallest
+    value excluding every other point) is kept. Raises if no valid partition is found or a group
+    is linearly dependent (m > d). BLN20 bound the overlap of such caps by O(m log d), so
     Lip = O(n log(d) / k); ``lipschitz_upper_bound`` certifies the actual overlap.
     """
     X, y = _data(X, y)
@@ -327,42 +368,33 @@ def compromise_caps(X, y, k: int, offset: float = CAP_OFFSET) -> CertifiedNetwor
         raise RobustlawError(f"compromise_caps needs an integer number of caps k in [1, n={n}], got {k!r}")
     if not 0 < offset < 1:
         raise RobustlawError(f"cap offset must lie in (0, 1), got {offset}")
-    groups = _groups(y, k)
-    W, theta, a = [], [], []
-    raised = 0  # caps whose threshold had to exceed the default to exclude another point
-    for j, S in enumerate(groups):
-        XS = X[S]
-        if len(S) > d or np.linalg.matrix_rank(XS, tol=RANK_TOL * max(1.0, np.abs(XS).max())) < len(S):
-            raise RobustlawError(f"cap {j}: its {len(S)} points are linearly dependent (need <= d={d} independent "
-                                 "points per cap; use more caps)")
-        pinv = np.linalg.pinv(XS)
-        u, v = pinv @ np.ones(len(S)), pinv @ np.abs(y[S])
-        outside = np.setdiff1d(np.arange(n), S)
-        tu, tv = X[outside] @ u, X[outside] @ v
-        # pre-activation at an outside point: theta (tu - 1) + tv <= 0 iff theta >= tv / (1 - tu) (tu < 1)
-        trapped = tu >= 1 - RANK_TOL
-        if trapped.any():
-            bad = int(outside[np.argmax(trapped)])
-            raise RobustlawError(f"cap {j} cannot exclude data point {bad}: it lies beyond the group's hyperplane "
-                                 "<u, x> = 1; use more caps (fewer points per cap)")
-        th = float(np.abs(y[S]).max()) * (1 - offset) / offset
-        needed = tv / (1 - tu)
-        if len(outside) and needed.max() > th:
-            th = CAP_EXCLUSION_MARGIN * float(needed.max())
-            raised += 1
-        w = th * u + v
-        if len(outside) and (X[outside] @ w - th).max() > 0:  # rounding: never return a wrong fit
-            raise RobustlawError(f"cap {j} could not be separated from the other data points numerically")
-        W.append(w)
-        theta.append(th)
-        a.append(float(np.sign(y[S[0]])))
-    m = max(len(S) for S in groups) if groups else 0
+    rng = np.random.default_rng([seed, 0xCA95])
+    best = None
+    for attempt in range(CAP_PARTITION_ATTEMPTS):
+        groups = _groups(y, k, None if attempt == 0 else rng)
+        try:
+            neurons = [_cap_neuron(X, y, S, offset) for S in groups]
+        except _Trapped:
+            continue
+        raised = sum(r for _, _, r in neurons)
+        if best is None or raised < best[2]:
+            best = (groups, neurons, raised, attempt)
+        if raised == 0:
+            break
+    if best is None:
+        raise RobustlawError(f"compromise_caps: in {CAP_PARTITION_ATTEMPTS} partitions into {k} caps some data point "
+                             f"always lies beyond a cap's hyperplane; use more caps or data of higher dimension (d={d})")
+    groups, neurons, raised, attempt = best
+    meta = {"construction": "compromise_caps", "d": d, "caps": len(groups),
+            "points_per_cap": max((len(S) for S in groups), default=0), "offset": offset,
+            "thresholds_raised": raised, "partition_attempt": attempt,
+            "bln20_scale": n * math.log(d) / max(len(groups), 1)}
     if not groups:  # all labels zero: the zero function
-        return _network(np.zeros((1, d)), np.zeros(1), np.zeros(1),
-                        meta={"construction": "compromise_caps", "d": d, "caps": 0, "points_per_cap": 0})
-    return _network(np.array(W), -np.array(theta), np.array(a),
-                    meta={"construction": "compromise_caps", "d": d, "caps": len(groups), "points_per_cap": m,
-                          "offset": offset, "thresholds_raised": raised, "bln20_scale": n * math.log(d) / len(groups) if d > 1 else float(n)})
+        return _network(np.zeros((1, d)), np.zeros(1), np.zeros(1), meta=meta)
+    W = np.array([w for w, _, _ in neurons])
+    theta = np.array([t for _, t, _ in neurons])
+    a = np.array([float(np.sign(y[S[0]])) for S in groups])
+    return _network(W, -theta, a, meta=meta)
 
 
 def tensor(X, y, q: int = 2, ridge: float = 0.0) -> CertifiedNetwork:
@@ -498,7 +530,7 @@ def mcshane(X, y) -> McShane:
 CONSTRUCTIONS: dict[str, Callable[..., nn.Module]] = {
     "single_neuron": lambda X, y, size, q, seed: single_neuron(X, y),
     "caps": lambda X, y, size, q, seed: caps(X, y),
-    "compromise_caps": lambda X, y, size, q, seed: compromise_caps(X, y, size),
+    "compromise_caps": lambda X, y, size, q, seed: compromise_caps(X, y, size, seed=seed),
     "tensor": lambda X, y, size, q, seed: tensor(X, y, q),
     "baum": lambda X, y, size, q, seed: baum(X, y),
     "rbf": lambda X, y, size, q, seed: rbf(X, y),
