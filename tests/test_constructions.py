@@ -109,7 +109,7 @@ def test_tensor_interpolation_quadratic():
     X, y = signs_on_sphere(60, 30, seed=3)
     net = C.tensor(X, y, q=2)
     assert net.param_count() == 30 * 30 + 30  # width d with activation t^2 (BLN20's k ~ d^{q-1})
-    upper, lower = check_common(net, X, y, BALL, tol=1e-8)
+    upper, _ = check_common(net, X, y, BALL, tol=1e-8)
     M = (X.T * np.linalg.solve((X @ X.T) ** 2, y)) @ X
     eigvals, eigvecs = np.linalg.eigh(M)
     top = eigvecs[:, np.argmax(np.abs(eigvals))]
@@ -138,7 +138,7 @@ def test_baum_fits_with_few_neurons_but_is_not_robust():
     net = C.baum(X, y)
     groups = sum(math.ceil(np.sum(y == s) / 10) for s in (-1, 1))
     assert net.meta["groups"] == groups and net.param_count() == 3 * groups * (10 + 2)
-    upper, lower = check_common(net, X, y, BALL, tol=1e-8)
+    _, lower = check_common(net, X, y, BALL, tol=1e-8)
     assert lower >= (1 / net.meta["min_delta"]) * (1 - 1e-9)  # the slab's slope, attained at its points
     assert lower > 10 * C.mcshane_constant(X, y)
     X[15] = X[0]  # a point of the first group of 10 on the second group's hyperplane

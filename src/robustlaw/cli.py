@@ -201,7 +201,7 @@ def effdim(data, method, max_points, seed, as_json):
 
     X, name = load_points(data)
     result = estimate(subsample(X, max_points, seed), method)
-    payload = {"data": name, "points": int(len(X)), **result.as_dict()}
+    payload = {"data": name, "points": len(X), **result.as_dict()}
     rows = [("effective dimension", f"{result.value:.4g}", method),
             ("ambient dimension", f"{result.ambient_dim}", name),
             ("points used", f"{result.n_used}", f"of {len(X)}, {result.duplicates_removed} duplicate(s) removed")]

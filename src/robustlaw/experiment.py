@@ -70,6 +70,8 @@ class RunSpec:
     def key(self) -> str:
         """A hash of everything that determines the record (the sweep name is not part of it)."""
         body = {k: v for k, v in self.as_dict().items() if k != "sweep"}
+        if not body["model"]["construction"]:  # keep the keys of trained-model specs as they were
+            del body["model"]["construction"]
         body["version"] = RECORD_VERSION
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -155,7 +157,7 @@ def _run_constructions(prepared: list[Prepared], start: float) -> list[dict]:
             run.model, result = build_construction(run.spec, run.data)
             ok.append(run)
             fitted.append(result)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 -- a failed construction fails its run only
             failed.append(failed_record(run.spec, error))
     records = _measure_all(ok, fitted, start) + failed
     for record in failed:

@@ -126,6 +126,11 @@ class ModelSpec:
                 f"unknown family {self.family!r} (known: two_layer, mlp, construction)")
         require((self.family == "construction") == bool(self.construction), "model.construction",
                 "must be set exactly when family = \"construction\"")
+        if self.construction:
+            from robustlaw.constructions import CONSTRUCTIONS  # constructions build on this module
+
+            require(self.construction in CONSTRUCTIONS, "model.construction",
+                    f"unknown construction {self.construction!r} (known: {', '.join(CONSTRUCTIONS)})")
         require(self.activation in ACTIVATIONS, "model.activation",
                 f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
         if self.family in ("two_layer", "construction"):
