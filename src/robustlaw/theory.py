@@ -66,8 +66,9 @@ def bln20_spectral_proxy(a: np.ndarray, W: np.ndarray) -> float:
 
 def poincare_scale(n: float, d: float, P: float) -> float:
     """n sqrt(d) / P: the Lipschitz scale when the covariates satisfy only a Poincare inequality
-    (polynomial instead of sub-Gaussian concentration), as listed in the project's issue; weaker
-    than sqrt(n d / P) by sqrt(n / P). Order of magnitude, hidden constant 1."""
+    (polynomial instead of sub-Gaussian concentration), as listed in the project's issue; it is
+    sqrt(n d / P) times sqrt(n / P), weaker in the over-parametrised regime P > n. Order of
+    magnitude, hidden constant 1."""
     require(n > 0 and d > 0 and P > 0, "theory", f"n, d, P must be positive, got n={n}, d={d}, P={P}")
     return n * math.sqrt(d) / P
 
