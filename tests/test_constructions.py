@@ -133,17 +133,25 @@ def test_tensor_cubic_ridge_and_singular_kernel():
         C.tensor(*signs_on_sphere(40, 4), q=2)  # 40 points > 10 quadratic forms in d = 4
 
 
-def test_baum_fits_with_few_neurons_but_is_not_robust():
+@pytest.mark.parametrize("real_labels", [False, True])
+def test_baum_fits_with_few_neurons_but_is_not_robust(real_labels):
     X, y = signs_on_sphere(40, 10, seed=5)
+    if real_labels:
+        y = np.random.default_rng(5).uniform(-1, 1, size=40)
     net = C.baum(X, y)
-    groups = sum(math.ceil(np.sum(y == s) / 10) for s in (-1, 1))
-    assert net.meta["groups"] == groups and net.param_count() == 3 * groups * (10 + 2)
+    assert net.meta["groups"] == 4 and net.param_count() == 4 * 4 * (10 + 2)  # 4 neurons per d points
     _, lower = check_common(net, X, y, BALL, tol=1e-8)
-    assert lower >= (1 / net.meta["min_delta"]) * (1 - 1e-9)  # the slab's slope, attained at its points
-    assert lower > 10 * C.mcshane_constant(X, y)
-    X[15] = X[0]  # a point of the first group of 10 on the second group's hyperplane
+    # across each group's slab the slope is ~ 1 / width: scan the normal line through the group's first point
+    for g, (width, delta) in enumerate(zip(net.meta["slab_widths"], net.meta["deltas"])):
+        normal = net[0].weight[4 * g + 1].detach().numpy() * width  # the unit normal u
+        offsets = np.linspace(-2 * delta, 2 * delta, 20001)[:, None]
+        steepest = float(gradient_norms(net, torch.as_tensor(X[10 * g] + offsets * normal)).max())
+        assert steepest >= 0.9 / width
+    assert lower <= net.lipschitz_upper_bound(BALL)[0]
+    assert steepest > 10 * C.mcshane_constant(X, y)  # fits, but far above the floor: not robust
+    X[15] = X[0]  # a point of the first group on the second group's hyperplane
     with pytest.raises(RobustlawError, match="general position"):
-        C.baum(X, np.ones(40))
+        C.baum(X, y)
 
 
 def test_rbf_bumps_are_order_one_lipschitz():

@@ -16,7 +16,7 @@ a wrong model.
 | caps | BLN20 3.2, k = n | n (d + 2) | max|y| / offset on the unit ball |
 | compromise_caps | BLN20 3.3, m = n / k points per cap | k (d + 2) | O(n log d / k) |
 | tensor | BLN20 3.4, activation t^q | d^2 + d (q = 2), n (d + 1) | O(sqrt(n / k)) |
-| baum | Baum 1988, 3 ReLUs per d points | ~ 3 n (d + 2) / d | large: fits, not robust |
+| baum | Baum 1988 / BELM20, 4 ReLUs per d points | 4 ceil(n / d) (d + 2) | ~ 1 / slab width: fits, not robust |
 | rbf | slides: one bump per point | n (d + 1) | max|y| / radius = O(1) |
 | projected_rbf | BS21 tightness: project to d' = P / n | n (d' + 1) | ~ sqrt(n d / P) |
 | mcshane | McShane extension | n (d + 1) + 1 | the floor max |y_i - y_j| / ||x_i - x_j|| |
@@ -443,43 +443,52 @@ def _polynomial_certificate(X: np.ndarray, coef: np.ndarray, q: int, domain: Dom
 
 
 def baum(X, y) -> CertifiedNetwork:
-    """Baum (1988): points of equal label in groups of <= d, one hyperplane through each group, and a
-    thin ReLU slab bump (relu(t + delta) - 2 relu(t) + relu(t - delta)) / delta around it, t the
-    signed distance to the hyperplane; delta is half the distance from the hyperplane to the
-    nearest other data point. 3 neurons per d points (P ~ 3 n): it fits, with Lip >= 1 / delta,
-    which is huge (not robust). Raises if a hyperplane passes through another data point.
+    """Baum (1988), for ReLU and real labels as in Bubeck, Eldan, Lee & Mikulincer (2020): 4 neurons
+    per group of d points, so ~ 4 n / d neurons and P ~ 4 n: it fits, but is far from robust.
+
+    Group S (d consecutive points): the hyperplane t(x) = <u, x> - beta = 0 through S (||u|| = 1),
+    delta = half the distance from it to the nearest other data point, and the affine
+    a(x) = <v, x> + gamma with a = y on S (minimum norm). With A = max_i |a(x_i)| over all points,
+    tau0 = A + 1, K = 2 tau0, delta' = delta / tau0 and tau = t / delta' + tau0, the group adds
+    relu(tau + a) - relu(tau) - relu(tau - K + a) + relu(tau - K): y_i on S (tau = tau0), 0 at every
+    point with t <= -2 delta (all four off) or t >= 2 delta (all four on, they cancel). Its slope
+    across the slab is ~ 1 / delta' = tau0 / delta, huge. Raises if a hyperplane passes through
+    another data point or a group's labels cannot be fitted (points not in general position).
     """
     X, y = _data(X, y)
     n, d = X.shape
-    W, b, a = [], [], []
-    deltas = []
-    for label in np.unique(y):
-        idx = np.flatnonzero(y == label)
-        if label == 0:
-            continue
-        for start in range(0, len(idx), d):
-            S = idx[start:start + d]
-            _, _, Vt = np.linalg.svd(np.hstack([X[S], -np.ones((len(S), 1))]))
-            normal, beta = Vt[-1, :d], Vt[-1, d]
-            scale = np.linalg.norm(normal)
-            if scale < RANK_TOL:
-                raise RobustlawError(f"baum: the points of a group with label {label:g} do not span a hyperplane")
-            normal, beta = normal / scale, beta / scale
-            others = np.setdiff1d(np.arange(n), S)
-            gap = np.abs(X[others] @ normal - beta).min() if len(others) else 1.0
-            if gap <= RANK_TOL:
-                raise RobustlawError(f"baum: the hyperplane through a group with label {label:g} passes through "
-                                     "another data point (points not in general position)")
-            delta = gap / 2
-            deltas.append(delta)
-            for shift, weight in ((delta, 1.0), (0.0, -2.0), (-delta, 1.0)):
-                W.append(normal)
-                b.append(-beta + shift)
-                a.append(label * weight / delta)
-    if not W:
-        return _network(np.zeros((1, d)), np.zeros(1), np.zeros(1), meta={"construction": "baum", "d": d, "groups": 0})
-    return _network(np.array(W), np.array(b), np.array(a),
-                    meta={"construction": "baum", "d": d, "groups": len(deltas), "min_delta": float(min(deltas))})
+    W, b, a_out, slab = [], [], [], []
+    for start in range(0, n, d):
+        S = np.arange(start, min(start + d, n))
+        _, _, Vt = np.linalg.svd(np.hstack([X[S], -np.ones((len(S), 1))]))
+        u, beta = Vt[-1, :d], Vt[-1, d]
+        scale = np.linalg.norm(u)
+        if scale < RANK_TOL:
+            raise RobustlawError(f"baum: points {S[0]}..{S[-1]} do not span a hyperplane (not in general position)")
+        u, beta = u / scale, beta / scale
+        others = np.setdiff1d(np.arange(n), S)
+        gap = float(np.abs(X[others] @ u - beta).min()) if len(others) else 1.0
+        if gap <= RANK_TOL:
+            raise RobustlawError(f"baum: the hyperplane through points {S[0]}..{S[-1]} passes through another data "
+                                 "point (points not in general position)")
+        affine = np.hstack([X[S], np.ones((len(S), 1))])
+        coef = np.linalg.lstsq(affine, y[S], rcond=None)[0]
+        v, gamma = coef[:d], coef[d]
+        if np.abs(affine @ coef - y[S]).max() > 1e-8 * max(1.0, np.abs(y).max()):
+            raise RobustlawError(f"baum: no affine function fits the labels of points {S[0]}..{S[-1]} "
+                                 "(points not in general position)")
+        tau0 = float(np.abs(X @ v + gamma).max()) + 1.0
+        K, width = 2 * tau0, gap / 2 / tau0
+        w_tau, b_tau = u / width, -beta / width + tau0
+        for w, bias, out in ((w_tau + v, b_tau + gamma, 1.0), (w_tau, b_tau, -1.0),
+                             (w_tau + v, b_tau - K + gamma, -1.0), (w_tau, b_tau - K, 1.0)):
+            W.append(w)
+            b.append(bias)
+            a_out.append(out)
+        slab.append((width, gap / 2))
+    return _network(np.array(W), np.array(b), np.array(a_out),
+                    meta={"construction": "baum", "d": d, "groups": len(slab), "slab_widths": [w for w, _ in slab],
+                          "deltas": [g for _, g in slab], "min_slab_width": float(min(w for w, _ in slab))})
 
 
 def _bumps(Z: np.ndarray, y: np.ndarray, A: np.ndarray | None, fraction: float, meta: dict) -> BumpSum:
