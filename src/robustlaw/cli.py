@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from robustlaw.analysis import LAW_EXPONENT, law_fit
+from robustlaw.effdim import DEFAULT_MAX_POINTS
 from robustlaw.errors import RobustlawError
 from robustlaw.report import TABLE_COLUMNS, format_value, write_report
 
@@ -191,7 +192,7 @@ def bound(n, d, P, sigma, eps, W, J, depth, R, Q, c, delta, C1, C2, variant, k_m
 @click.argument("data")
 @click.option("--method", type=click.Choice(["twonn", "mle"]), default="twonn", show_default=True,
               help="TwoNN (Facco et al. 2017) or the Levina-Bickel MLE.")
-@click.option("--max-points", type=click.IntRange(min=3), default=5000, show_default=True,
+@click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
               help="Estimate on a uniform subsample of at most this many points.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsample.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -213,7 +214,10 @@ def effdim(data, method, max_points, seed, as_json):
 @click.option("--d", "d", type=float, default=None, help="Ambient dimension (default: the data's).")
 @click.option("--effective-dim", type=float, default=None, help="Effective dimension d_eff (default: d).")
 @click.option("--data", default=None, help="Estimate d_eff from this data set (see `robustlaw effdim`).")
-@click.option("--method", type=click.Choice(["twonn", "mle"]), default="twonn", show_default=True)
+@click.option("--method", type=click.Choice(["twonn", "mle"]), default="twonn", show_default=True,
+              help="Effective-dimension estimator for --data.")
+@click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
+              help="With --data: estimate on a uniform subsample of at most this many points.")
 @click.option("--target-lip", type=float, required=True, help="The Lipschitz constant L to reach.")
 @click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma.")
 @click.option("--eps", type=float, default=None, help="BS21 fit margin (default sigma^2 / 2: fit half the noise).")
@@ -223,7 +227,7 @@ def effdim(data, method, max_points, seed, as_json):
 @click.option("--delta", type=float, default=0.01, show_default=True, help="BS21: failure probability.")
 @click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def predict(n, d, effective_dim, data, method, target_lip, sigma, eps, W, J, c, delta, C2, as_json):
+def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, eps, W, J, c, delta, C2, as_json):
     """Parameters needed to memorise N points robustly (Lip <= L): the slides' back-of-the-envelope.
 
     P = n d_eff sigma^2 / L^2 inverts the law Lip ~ sigma sqrt(n d_eff / P) (constant 1);
@@ -238,7 +242,7 @@ def predict(n, d, effective_dim, data, method, target_lip, sigma, eps, W, J, c, 
         from robustlaw.effdim import estimate, load_points, subsample
 
         X, name = load_points(data)
-        effective_dim = estimate(subsample(X, 5000), method).value
+        effective_dim = estimate(subsample(X, max_points), method).value
         source = f"{method} estimate on {name}"
         n = float(len(X)) if n is None else n
         d = float(X.shape[1]) if d is None else d

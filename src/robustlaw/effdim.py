@@ -31,6 +31,8 @@ TWONN_DISCARD = 0.1
 #: Levina & Bickel (2004) average their estimator over neighbourhood sizes k = 10..20.
 MLE_K = (10, 20)
 METHODS = ("twonn", "mle")
+#: The command line estimates on a uniform subsample of at most this many points (kNN cost ~ n log n).
+DEFAULT_MAX_POINTS = 5000
 BUILTIN = {"digits": "scikit-learn's bundled 8x8 handwritten digits (1797 x 64)"}
 
 
