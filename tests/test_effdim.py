@@ -97,3 +97,11 @@ def test_effdim_command(tmp_path):
     predicted = json.loads(CliRunner().invoke(main, ["predict", "--data", str(tmp_path / "m.npy"), "--target-lip", "1",
                                                      "--json"]).output)
     assert predicted["n"] == 500 and predicted["params_law"] == pytest.approx(500 * predicted["effective_dim"])
+
+
+def test_blocked_neighbour_search_matches_the_kd_tree():
+    from scipy.spatial import cKDTree
+
+    X = np.random.default_rng(6).standard_normal((1200, 40))  # d > KDTREE_MAX_DIM, more rows than one block
+    expected = cKDTree(X).query(X, k=6)[0][:, 1:]
+    assert np.allclose(effdim._neighbour_distances(X, 5), expected, rtol=1e-12)

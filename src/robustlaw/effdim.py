@@ -31,6 +31,10 @@ TWONN_DISCARD = 0.1
 #: Levina & Bickel (2004) average their estimator over neighbourhood sizes k = 10..20.
 MLE_K = (10, 20)
 METHODS = ("twonn", "mle")
+#: Nearest neighbours by k-d tree up to this dimension, by blocked matrix products above it.
+KDTREE_MAX_DIM = 16
+#: Rows per block of the matrix-product neighbour search (a block x n float64 distance matrix).
+NEIGHBOUR_BLOCK = 512
 #: The command line estimates on a uniform subsample of at most this many points (kNN cost ~ n log n).
 DEFAULT_MAX_POINTS = 5000
 BUILTIN = {"digits": "scikit-learn's bundled 8x8 handwritten digits (1797 x 64)"}
@@ -69,9 +73,25 @@ def _points(X) -> tuple[np.ndarray, int]:
 
 
 def _neighbour_distances(X: np.ndarray, k: int) -> np.ndarray:
-    """Distances to the k nearest other points, shape (n, k), ascending."""
-    dist, _ = cKDTree(X).query(X, k=k + 1)
-    return dist[:, 1:]
+    """Distances to the k nearest other points, shape (n, k), ascending.
+
+    A k-d tree in low dimension; above ``KDTREE_MAX_DIM`` (where trees degrade to brute force)
+    blocked matrix products select the neighbours and their distances are then recomputed exactly.
+    """
+    n, d = X.shape
+    if d <= KDTREE_MAX_DIM:
+        dist, _ = cKDTree(X).query(X, k=k + 1)
+        return dist[:, 1:]
+    sq = np.einsum("ij,ij->i", X, X)
+    out = np.empty((n, k))
+    for start in range(0, n, NEIGHBOUR_BLOCK):
+        rows = slice(start, min(start + NEIGHBOUR_BLOCK, n))
+        d2 = sq[rows, None] + sq[None, :] - 2 * X[rows] @ X.T
+        d2[np.arange(d2.shape[0]), np.arange(rows.start, rows.stop)] = np.inf  # not its own neighbour
+        nearest = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        exact = np.linalg.norm(X[rows, None, :] - X[nearest], axis=2)
+        out[rows] = np.sort(exact, axis=1)
+    return out
 
 
 def subsample(X: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
