@@ -55,6 +55,12 @@ RBF_RADIUS_FRACTION = 0.5
 NEURON_MARGIN = 1.0
 #: Points closer than this (relative to the data scale) count as linearly dependent / duplicate.
 RANK_TOL = 1e-9
+#: Certificates are computed in float64: multiply by (1 + this) so rounding cannot make them unsound.
+CERT_SLACK = 1e-9
+#: Data for the caps must lie on the unit sphere up to this tolerance on ||x_i||.
+UNIT_NORM_TOL = 1e-6
+#: A fitted affine / linear system counts as exact when its residual is below this (relative to max|y|).
+FIT_TOL = 1e-8
 #: Grid of lambda in [0, 1] for the pairwise cap-overlap test (any grid is sound; finer is tighter).
 OVERLAP_GRID = 129
 
@@ -99,7 +105,7 @@ def overlap_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -
         return 0.0
     rho = np.clip(u @ u.T, -1.0, 1.0)
     smallest = np.full(rho.shape, np.inf)
-    tol = 1e-9 * (1.0 + r + np.abs(g).max())
+    tol = CERT_SLACK * (1.0 + r + np.abs(g).max())
     for lam in np.linspace(0.0, 1.0, OVERLAP_GRID):
         norm = np.sqrt(np.clip(lam**2 + (1 - lam) ** 2 + 2 * lam * (1 - lam) * rho, 0.0, None))
         np.minimum(smallest, lam * g[:, None] + (1 - lam) * g[None, :] + r * norm, out=smallest)
@@ -124,7 +130,7 @@ class CertifiedNetwork(Network):
         if isinstance(act, nn.ReLU):
             W = hidden.weight.detach().double().numpy()
             b = hidden.bias.detach().double().numpy() if hidden.bias is not None else np.zeros(W.shape[0])
-            value = overlap_bound(W, b, head.weight.detach().double().numpy()[0], domain) * (1 + 1e-9)
+            value = overlap_bound(W, b, head.weight.detach().double().numpy()[0], domain) * (1 + CERT_SLACK)
             if value < best[0]:
                 best = (value, "cap-overlap")
         if self.extra_certificate is not None:
@@ -205,7 +211,7 @@ class BumpSum(Interpolant):
     def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
         op = 1.0 if self.A is None else float(torch.linalg.matrix_norm(self.A, ord=2))
         value = op * float(self.heights.abs().max()) / float(self.radius)
-        return value * (1 + 1e-9), "disjoint-bumps"
+        return value * (1 + CERT_SLACK), "disjoint-bumps"
 
 
 class McShane(Interpolant):
@@ -224,7 +230,7 @@ class McShane(Interpolant):
         return (self.values + self.lip * _distances(x, self.centres)).min(-1).values
 
     def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
-        return float(self.lip) * (1 + 1e-9), "mcshane"
+        return float(self.lip) * (1 + CERT_SLACK), "mcshane"
 
 
 # ----------------------------------------------------------------------------- builders
@@ -245,7 +251,7 @@ def _min_distance(Z: np.ndarray) -> tuple[float, tuple[int, int]]:
 
 def _require_unit_norm(X: np.ndarray, name: str) -> None:
     norms = np.linalg.norm(X, axis=1)
-    if np.abs(norms - 1).max() > 1e-6:
+    if np.abs(norms - 1).max() > UNIT_NORM_TOL:
         i = int(np.argmax(np.abs(norms - 1)))
         raise RobustlawError(f"{name} needs points on the unit sphere, but ||x_{i}|| = {norms[i]:.6g}")
 
@@ -437,9 +443,9 @@ def _polynomial_certificate(X: np.ndarray, coef: np.ndarray, q: int, domain: Dom
         return (float("inf"), "polynomial: unbounded on R^d") if q >= 2 else (float(np.linalg.norm(coef @ X)), "linear")
     R = float(np.linalg.norm(ball[0]) + ball[1])
     if q == 2:
-        return 2 * R * float(np.linalg.norm((X.T * coef) @ X, 2)) * (1 + 1e-9), "quadratic-form"
+        return 2 * R * float(np.linalg.norm((X.T * coef) @ X, 2)) * (1 + CERT_SLACK), "quadratic-form"
     t = R * np.linalg.norm(X, axis=1)
-    return q * float(np.linalg.norm(X, 2)) * float(np.linalg.norm(coef * t ** (q - 1))) * (1 + 1e-9), "polynomial"
+    return q * float(np.linalg.norm(X, 2)) * float(np.linalg.norm(coef * t ** (q - 1))) * (1 + CERT_SLACK), "polynomial"
 
 
 def baum(X, y) -> CertifiedNetwork:
@@ -474,7 +480,7 @@ def baum(X, y) -> CertifiedNetwork:
         affine = np.hstack([X[S], np.ones((len(S), 1))])
         coef = np.linalg.lstsq(affine, y[S], rcond=None)[0]
         v, gamma = coef[:d], coef[d]
-        if np.abs(affine @ coef - y[S]).max() > 1e-8 * max(1.0, np.abs(y).max()):
+        if np.abs(affine @ coef - y[S]).max() > FIT_TOL * max(1.0, np.abs(y).max()):
             raise RobustlawError(f"baum: no affine function fits the labels of points {S[0]}..{S[-1]} "
                                  "(points not in general position)")
         tau0 = float(np.abs(X @ v + gamma).max()) + 1.0

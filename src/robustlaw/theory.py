@@ -121,9 +121,12 @@ class BS21Constants:
         return eps / (BS21_NEURIPS_PREFACTOR * math.sqrt(c))
 
     def cover(self, W: float, J: float, eps: float) -> float:
-        """log(1 + 60 W J / eps) (seed) or log(60 W J / eps) (NeurIPS; at least log(1+) to stay positive)."""
+        """log(1 + 60 W J / eps) (seed) or log(60 W J / eps) (NeurIPS, which needs 60 W J > eps)."""
         ratio = BS21_NET_FACTOR * W * J / eps
-        return math.log1p(ratio) if self.variant == "seed" else math.log(max(ratio, 1.0 + 1e-12))
+        if self.variant == "seed":
+            return math.log1p(ratio)
+        require(ratio > 1, "theory", f"the NeurIPS bound needs 60 W J / eps > 1, got {ratio:.4g}")
+        return math.log(ratio)
 
 
 @dataclass(frozen=True)
