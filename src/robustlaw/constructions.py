@@ -43,6 +43,10 @@ from robustlaw.models import Network, Power
 #: BLN20 3.2: each cap is offset by 1/10 from the top of the sphere ("offset by 1/10", seed 000),
 #: which makes the one-cap-per-point net 10-Lipschitz on the unit ball.
 CAP_OFFSET = 0.1
+#: compromise_caps: the default cap offset. It trades a cap's slope (~ 1 / offset) against its
+#: width; on sphere data (n = 100, d = 100) 0.5 gave certified bounds ~ 2.3 n log(d) / k against
+#: 5-6 n log(d) / k for BLN20 3.2's 0.1 (docs/bounds.md).
+COMPROMISE_OFFSET = 0.5
 #: compromise_caps: when the default threshold would let a cap reach another data point, the
 #: threshold is raised to this factor times the smallest one that excludes every other point.
 CAP_EXCLUSION_MARGIN = 1.1
@@ -115,6 +119,55 @@ def overlap_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -
     return float((overlap @ w).max())
 
 
+def active_count_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -> float:
+    """A sound Lipschitz bound for x -> a . relu(W x + b) on ``domain`` that counts how many caps
+    can be active at once.
+
+    On the bounding ball B(c, r), write t_j = -(w_j . c + b_j) (how far c is outside cap j). If the
+    neurons S are all active at some x in B, summing their pre-activations gives
+    r ||sum_S w_j|| > sum_S t_j, and ||sum_S w_j||^2 <= lambda |S| with lambda = lambda_max(W W^T)
+    (interlacing), so |S| < r^2 lambda / t_min^2 =: s when every t_j >= t_min > 0. Then
+    ||grad|| = ||W_S^T a_S|| <= sqrt(lambda) ||a_S|| <= sqrt(lambda) (sum of the s largest a_j^2)^(1/2);
+    the same argument with Gershgorin's bound (largest diagonal and off-diagonal Gram entries) in
+    place of lambda gives a second count, and the smaller result is kept. Neurons with t_j <= 0 (c inside their cap) are added by the triangle inequality. For caps of m
+    nearly orthogonal points (BLN20 3.3) this is O(m) times the per-cap slope. inf on R^d.
+    """
+    ball = domain.bounding_ball(W.shape[1])
+    if ball is None:
+        return float("inf")
+    c, r = ball
+    norms = np.linalg.norm(W, axis=1)
+    t = -(W @ c + b)
+    live = (np.abs(a) > 0) & (norms > 0) & (t < r * norms)  # neurons that can be active in the ball
+    inside = live & (t <= 0)
+    outside = live & (t > 0)
+    value = float(np.sum(np.abs(a[inside]) * norms[inside]))
+    if outside.any():
+        value += _outside_caps_bound(W[outside], a[outside], t[outside], r)
+    return value
+
+
+def _outside_caps_bound(W: np.ndarray, a: np.ndarray, t: np.ndarray, r: float) -> float:
+    """max ||W_S^T a_S|| over sets S of caps co-active in a ball of radius r, all caps at distance
+    t_j > 0 outside its centre: the min of a spectral and a Gershgorin (diagonal + off-diagonal) count."""
+    G = W @ W.T
+    t2 = float(t.min()) ** 2
+    lam = float(np.linalg.eigvalsh(G)[-1])
+    count = min(len(a), math.floor(r**2 * lam / t2))
+    spectral = math.sqrt(lam * float(np.sort(a**2)[::-1][:max(count, 1)].sum()))
+    # ||sum_S w_j||^2 <= |S| g_diag + |S| (|S| - 1) g_off, so |S| (t^2 - r^2 g_off) < r^2 (g_diag - g_off)
+    off = np.abs(G - np.diag(np.diag(G)))
+    g_diag, g_off = float(np.diag(G).max()), float(off.max()) if len(a) > 1 else 0.0
+    if t2 <= r**2 * g_off:
+        return spectral
+    count = min(len(a), math.floor(r**2 * (g_diag - g_off) / (t2 - r**2 * g_off)))
+    count = max(count, 1)
+    A = np.abs(a[:, None] * a[None, :]) * np.abs(G)
+    a_off = float((A - np.diag(np.diag(A))).max()) if len(a) > 1 else 0.0
+    gershgorin = math.sqrt(count * float(np.diag(A).max()) + count * (count - 1) * a_off)
+    return min(spectral, gershgorin)
+
+
 class CertifiedNetwork(Network):
     """A two-layer :class:`Network` built by a construction, with its own tighter certificate."""
 
@@ -123,16 +176,18 @@ class CertifiedNetwork(Network):
     extra_certificate: Callable[[Domain], tuple[float, str]] | None = None
 
     def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
-        """min of the generic network certificate, the cap-overlap bound (ReLU) and the extra one."""
+        """min of the generic network certificate, the cap bounds (ReLU) and the extra one."""
         generic = upper_bound(self, domain)
         best = (generic.value, generic.method)
         hidden, act, head = self[0], self[1], self[2]
         if isinstance(act, nn.ReLU):
             W = hidden.weight.detach().double().numpy()
             b = hidden.bias.detach().double().numpy() if hidden.bias is not None else np.zeros(W.shape[0])
-            value = overlap_bound(W, b, head.weight.detach().double().numpy()[0], domain) * (1 + CERT_SLACK)
-            if value < best[0]:
-                best = (value, "cap-overlap")
+            a = head.weight.detach().double().numpy()[0]
+            for method, bound in (("cap-overlap", overlap_bound), ("active-count", active_count_bound)):
+                value = bound(W, b, a, domain) * (1 + CERT_SLACK)
+                if value < best[0]:
+                    best = (value, method)
         if self.extra_certificate is not None:
             value, method = self.extra_certificate(domain)
             if value < best[0]:
@@ -354,14 +409,14 @@ def _cap_neuron(X: np.ndarray, y: np.ndarray, S: np.ndarray, offset: float) -> t
     return w, theta, raised
 
 
-def compromise_caps(X, y, k: int, offset: float = CAP_OFFSET, seed: int = 0) -> CertifiedNetwork:
+def compromise_caps(X, y, k: int, offset: float = COMPROMISE_OFFSET, seed: int = 0) -> CertifiedNetwork:
     """BLN20 3.3: k ReLU caps, each fitting a group S_j of m ~ n / k points of one label sign.
 
     Neuron j: a_j relu(<w_j, x> - theta_j) with w_j = theta_j u_j + v_j, where u_j, v_j are the
     minimum-norm vectors with <u_j, x_i> = 1 and <v_j, x_i> = |y_i| on S_j, theta_j =
     max_{S_j} |y_i| (1 - offset) / offset and a_j = the group's sign: the pre-activation is |y_i|
-    on S_j and <= 0 at every other point. For m = 1 and |y_i| = 1 this is the one-cap-per-point
-    net of :func:`caps`. A partition in which some cap cannot exclude another point (it lies
+    on S_j and <= 0 at every other point. For m = 1, |y_i| = 1 and the same offset this is the
+    one-cap-per-point net of :func:`caps`. A partition in which some cap cannot exclude another point (it lies
     beyond <u_j, x> = 1) is redrawn (``CAP_PARTITION_ATTEMPTS`` seeded shuffles); among valid
     partitions the one needing the fewest raised thresholds (theta_j raised to 1.1 x the smallest
     value excluding every other point) is kept. Raises if no valid partition is found or a group
