@@ -243,3 +243,15 @@ def test_constructions_as_sweep_points():
     assert failed["status"] == "error" and "caps overlap" in failed["error"]
     with pytest.raises(RobustlawError):
         ModelSpec(family="construction")
+
+
+def test_large_inputs_use_the_gram_distances_and_still_interpolate(monkeypatch):
+    X, y = signs_on_sphere(60, 30, seed=11)
+    points = np.vstack([X, sphere(40, 30, np.random.default_rng(12))])
+    models = (C.rbf(X, y), C.mcshane(X, y), C.projected_rbf(X, y, 10))
+    direct = [predictions(m, points) for m in models]
+    monkeypatch.setattr(C, "DIRECT_DISTANCE_ELEMENTS", 0)
+    for model, expected in zip(models, direct):
+        got = predictions(model, points)
+        assert np.abs(got - expected).max() <= 1e-9
+        assert np.abs(got[:60] - y).max() <= 1e-12  # the nearest centre is recomputed exactly

@@ -65,6 +65,9 @@ CERT_SLACK = 1e-9
 UNIT_NORM_TOL = 1e-6
 #: A fitted affine / linear system counts as exact when its residual is below this (relative to max|y|).
 FIT_TOL = 1e-8
+#: Distances to bump / cone centres are computed from exact differences while the (points x centres
+#: x d) intermediate has at most this many elements (128 MB in float64), by Gram expansion above.
+DIRECT_DISTANCE_ELEMENTS = 2**24
 #: Grid of lambda in [0, 1] for the pairwise cap-overlap test (any grid is sound; finer is tighter).
 OVERLAP_GRID = 129
 
@@ -236,9 +239,19 @@ class Interpolant(nn.Module):
 
 
 def _distances(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """||x - c_i|| for every centre, shape (..., n); gradient 0 (not NaN) exactly at a centre."""
-    sq = (x[..., None, :] - centres).pow(2).sum(-1)
-    return sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt()
+    """||x - c_i|| for every centre, shape (..., n); gradient 0 (not NaN) exactly at a centre.
+
+    Exact differences while the (..., n, d) intermediate stays below ``DIRECT_DISTANCE_ELEMENTS``;
+    above that the Gram expansion ||x||^2 + ||c||^2 - 2 <x, c> (memory (..., n), error ~ 1e-8
+    relative) with the nearest centre's distance recomputed exactly, so a centre still maps to 0.
+    """
+    tiny = torch.finfo(x.dtype).tiny
+    if x[..., :1].numel() * centres.numel() <= DIRECT_DISTANCE_ELEMENTS:
+        return (x[..., None, :] - centres).pow(2).sum(-1).clamp_min(tiny).sqrt()
+    sq = (x.pow(2).sum(-1, keepdim=True) + centres.pow(2).sum(-1) - 2 * x @ centres.T).clamp_min(tiny)
+    nearest = sq.detach().argmin(-1, keepdim=True)
+    exact = (x - centres[nearest.squeeze(-1)]).pow(2).sum(-1, keepdim=True).clamp_min(tiny)
+    return sq.scatter(-1, nearest, exact).sqrt()
 
 
 class BumpSum(Interpolant):
