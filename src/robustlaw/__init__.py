@@ -11,6 +11,9 @@ experiment, in the order they run::
     robustlaw.law_scale(200, 20, model.param_count()), robustlaw.bs21_lip_lower(...)
 
 ``robustlaw.run_spec(RunSpec(...))`` does all of it for one run; ``run_sweep`` for a grid.
+The papers' explicit interpolators (``caps``, ``projected_rbf``, ``mcshane``, ...), the bounds as
+formulas (``bs21_lip_lower``, ``law_params_for_lip``, ...) and effective-dimension estimators
+(``twonn``, ``levina_bickel``) are described in docs/bounds.md.
 """
 
 from robustlaw.analysis import PowerLawFit, fit_power_law, law_fit
