@@ -11,11 +11,30 @@ experiment, in the order they run::
     robustlaw.law_scale(200, 20, model.param_count()), robustlaw.bs21_lip_lower(...)
 
 ``robustlaw.run_spec(RunSpec(...))`` does all of it for one run; ``run_sweep`` for a grid.
+The papers' explicit interpolators (``caps``, ``projected_rbf``, ``mcshane``, ...), the bounds as
+formulas (``bs21_lip_lower``, ``law_params_for_lip``, ...) and effective-dimension estimators
+(``twonn``, ``levina_bickel``) are described in docs/bounds.md.
 """
 
 from robustlaw.analysis import PowerLawFit, fit_power_law, law_fit
-from robustlaw.constructions import mcshane_constant
-from robustlaw.data import DISTRIBUTIONS, DataSpec, Dataset, make_dataset
+from robustlaw.constructions import (
+    CONSTRUCTIONS,
+    CertifiedNetwork,
+    Interpolant,
+    baum,
+    build_construction,
+    caps,
+    compromise_caps,
+    mcshane,
+    mcshane_constant,
+    projected_rbf,
+    rbf,
+    single_neuron,
+    tensor,
+)
+from robustlaw.data import DISTRIBUTIONS, Dataset, DataSpec, make_dataset
+from robustlaw.effdim import EffDim, levina_bickel, load_points, twonn
+from robustlaw.effdim import estimate as estimate_effdim
 from robustlaw.errors import RobustlawError, SpecError
 from robustlaw.experiment import CertifySpec, RunSpec
 from robustlaw.experiment import run as run_spec
@@ -25,12 +44,85 @@ from robustlaw.models import ModelSpec, Network, mlp, two_layer
 from robustlaw.report import write_report
 from robustlaw.store import Store
 from robustlaw.sweep import LocalExecutor, SweepSpec, run_sweep
-from robustlaw.theory import BS21Constants, bln20_lip, bs21_lip_lower, deep_net_J, law_scale
+from robustlaw.theory import (
+    BS21Bound,
+    BS21Constants,
+    bln20_lip,
+    bln20_spectral_proxy,
+    bs21_dimension_condition,
+    bs21_finite_class_lip_lower,
+    bs21_lip_lower,
+    bs21_mixture_condition,
+    bs21_params_for_lip,
+    deep_net_J,
+    law_params_for_lip,
+    law_scale,
+    no_free_prune_p_eff,
+    poincare_scale,
+    rademacher_bound,
+)
 
 __all__ = [
-    "Bracket", "BS21Constants", "CertifySpec", "DISTRIBUTIONS", "DataSpec", "Dataset", "Domain", "FitResult",
-    "FitSpec", "LocalExecutor", "ModelSpec", "Network", "PowerLawFit", "RobustlawError", "RunSpec", "SpecError",
-    "Store", "SweepSpec", "Target", "bln20_lip", "bs21_lip_lower", "certify", "deep_net_J", "fit", "fit_many",
-    "fit_power_law", "law_fit", "law_scale", "make_dataset", "mcshane_constant", "mlp", "run_spec", "run_sweep",
-    "two_layer", "write_report",
+    "CONSTRUCTIONS",
+    "DISTRIBUTIONS",
+    "BS21Bound",
+    "BS21Constants",
+    "Bracket",
+    "CertifiedNetwork",
+    "CertifySpec",
+    "DataSpec",
+    "Dataset",
+    "Domain",
+    "EffDim",
+    "FitResult",
+    "FitSpec",
+    "Interpolant",
+    "LocalExecutor",
+    "ModelSpec",
+    "Network",
+    "PowerLawFit",
+    "RobustlawError",
+    "RunSpec",
+    "SpecError",
+    "Store",
+    "SweepSpec",
+    "Target",
+    "baum",
+    "bln20_lip",
+    "bln20_spectral_proxy",
+    "bs21_dimension_condition",
+    "bs21_finite_class_lip_lower",
+    "bs21_lip_lower",
+    "bs21_mixture_condition",
+    "bs21_params_for_lip",
+    "build_construction",
+    "caps",
+    "certify",
+    "compromise_caps",
+    "deep_net_J",
+    "estimate_effdim",
+    "fit",
+    "fit_many",
+    "fit_power_law",
+    "law_fit",
+    "law_params_for_lip",
+    "law_scale",
+    "levina_bickel",
+    "load_points",
+    "make_dataset",
+    "mcshane",
+    "mcshane_constant",
+    "mlp",
+    "no_free_prune_p_eff",
+    "poincare_scale",
+    "projected_rbf",
+    "rademacher_bound",
+    "rbf",
+    "run_spec",
+    "run_sweep",
+    "single_neuron",
+    "tensor",
+    "two_layer",
+    "twonn",
+    "write_report",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from robustlaw.analysis import LAW_EXPONENT, law_fit
+from robustlaw.effdim import DEFAULT_MAX_POINTS
 from robustlaw.errors import RobustlawError
 from robustlaw.report import TABLE_COLUMNS, format_value, write_report
 
@@ -92,6 +94,179 @@ def report(db: Path, out: Path | None, sweep_name: str | None):
     print_summary(records, str(db))
     path = write_report(records, out or db.parent, title=f"robustlaw: {sweep_name or db.name}")
     console.print(f"report: {path}")
+
+def _emit(payload: dict, rows: list[tuple[str, str, str]], as_json: bool, title: str) -> None:
+    """Print ``payload`` as one JSON object, or ``rows`` (quantity, value, source / status) as a table."""
+    if as_json:
+        click.echo(json.dumps(payload, default=lambda v: None if v is None else str(v)))
+        return
+    table = Table(title=title)
+    for name in ("quantity", "value", "formula, source, status"):
+        table.add_column(name, justify="right" if name == "value" else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _status(ok: bool | None) -> str:
+    return "not checked" if ok is None else ("holds" if ok else "FAILS")
+
+
+@main.command()
+@click.option("--n", "n", type=float, required=True, help="Number of data points.")
+@click.option("--d", "d", type=float, required=True, help="Data dimension (or an effective dimension).")
+@click.option("--params", "P", type=float, required=True, help="Parameter count P of the model class.")
+@click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma = sqrt(E Var(y|x)).")
+@click.option("--eps", type=float, default=None, help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2).")
+@click.option("--W", "W", type=float, default=1.0, show_default=True, help="Diameter of the parameter set.")
+@click.option("--J", "J", type=float, default=None, help="Lipschitz constant of the parametrisation (default 1, "
+              "or R (W Q P)^D with --depth).")
+@click.option("--depth", type=int, default=None, help="Depth D: take J = R (W Q P)^D (BS21 Lemma 3.1).")
+@click.option("--radius", "R", type=float, default=1.0, show_default=True, help="Data radius R for --depth.")
+@click.option("--sharing", "Q", type=float, default=1.0, show_default=True, help="Weight sharing Q for --depth.")
+@click.option("--c", "c", type=float, default=1.0, show_default=True, help="Isoperimetry constant c.")
+@click.option("--delta", type=float, default=0.01, show_default=True, help="Failure probability delta.")
+@click.option("--C1", "C1", type=float, default=1.0, show_default=True, help="BS21 constant C1 (dimension condition).")
+@click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2 (prefactor).")
+@click.option("--variant", type=click.Choice(["seed", "neurips"]), default="seed", show_default=True,
+              help="BS21 constants: seed 004's eq. (10) or the NeurIPS version.")
+@click.option("--k-mixture", type=int, default=1, show_default=True, help="Mixture components k (condition (8)).")
+@click.option("--sparsity", type=float, default=None, help="s: s-sparse parameters, eq. (11) instead of (10).")
+@click.option("--lip", type=float, default=None, help="Candidate L for the dimension condition (9) "
+              "(default: the bound's own value).")
+@click.option("--width", "k", type=float, default=None, help="Two-layer width k: also print BLN20's sqrt(n/k).")
+@click.option("--mask-l1", type=float, default=None, help="No Free Prune: E||mask||_1 (with --mask-info).")
+@click.option("--mask-info", type=float, default=None, help="No Free Prune: I(mask; data) in nats.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (key bs21_lip_lower holds eq. (10)/(11)).")
+def bound(n, d, P, sigma, eps, W, J, depth, R, Q, c, delta, C1, C2, variant, k_mixture, sparsity, lip, k,
+          mask_l1, mask_info, as_json):
+    """Evaluate the law-of-robustness bounds for N points in D dimensions and P parameters."""
+    from robustlaw import theory
+
+    eps = sigma**2 / 2 if eps is None else eps
+    if depth is not None:
+        if J is not None:
+            raise RobustlawError("give either --J or --depth (which sets J = R (W Q P)^D), not both")
+        J = theory.deep_net_J(R, W, P, depth, Q)
+    J = 1.0 if J is None else J
+    constants = theory.BS21Constants(C1=C1, C2=C2, variant=variant)
+    first = theory.bs21_lip_lower(n, d, P, sigma, eps, W, J, c, delta, k_mixture, sparsity, lip, constants)
+    checked = lip if lip is not None else first.lip_lower
+    bs = theory.bs21_lip_lower(n, d, P, sigma, eps, W, J, c, delta, k_mixture, sparsity, checked, constants)
+    payload = {
+        "bs21_lip_lower": bs.lip_lower, "bs21_formula": bs.formula, "bs21_log_term": bs.log_term,
+        "bs21_mixture_condition": bs.mixture_condition, "bs21_dimension_condition": bs.dimension_condition,
+        "bs21_dimension_condition_at_lip": checked,
+        "law_scale": theory.law_scale(n, d, P), "sigma_law_scale": sigma * theory.law_scale(n, d, P),
+        "poincare_scale": theory.poincare_scale(n, d, P), "rademacher_bound": theory.rademacher_bound(n, d, P),
+        "inputs": {"n": n, "d": d, "P": P, "sigma": sigma, "eps": eps, "W": W, "J": J, "c": c, "delta": delta,
+                   "C1": C1, "C2": C2, "variant": variant, "k_mixture": k_mixture, "sparsity": sparsity},
+    }
+    mix = constants.mixture_constant
+    rows = [
+        (bs.formula, f"{bs.lip_lower:.6g}", "eps/(sigma sqrt(C2 c)) sqrt(n d / (" +
+         ("s log(P(1+60WJ/eps))" if sparsity is not None else "P log(1+60WJ/eps)") + " + log(4/delta)))"
+         if variant == "seed" else "NeurIPS constants: eps/(2^9 sqrt c), log(60WJ/eps)"),
+        ("  mixture condition (8)", _status(bs.mixture_condition), f"{mix:g} k log(8k/delta) <= n eps^2"),
+        ("  dimension condition (9)", _status(bs.dimension_condition),
+         f"d >= C1 c L^2 sigma^2 / eps^2 at L = {checked:.4g}"),
+        ("law sigma sqrt(n d / P)", f"{payload['sigma_law_scale']:.6g}", "BS21 / slides, hidden constant 1"),
+        ("Poincare-only n sqrt(d) / P", f"{payload['poincare_scale']:.6g}", "order of magnitude"),
+        ("Rademacher sqrt(P / (n d))", f"{payload['rademacher_bound']:.6g}", "slides (seed 001)"),
+    ]
+    if k is not None:
+        payload["bln20_lip"] = theory.bln20_lip(n, k)
+        rows.append(("BLN20 sqrt(n / k)", f"{payload['bln20_lip']:.6g}", f"conjecture, k = {k:g}"))
+    if (mask_l1 is None) != (mask_info is None):
+        raise RobustlawError("No Free Prune needs both --mask-l1 and --mask-info")
+    if mask_l1 is not None:
+        p_eff = theory.no_free_prune_p_eff(mask_l1, mask_info)
+        payload["p_eff"] = p_eff
+        payload["p_eff_law_scale"] = sigma * theory.law_scale(n, d, p_eff)
+        rows.append(("No Free Prune sigma sqrt(n d / p_eff)", f"{payload['p_eff_law_scale']:.6g}",
+                     f"p_eff = E||m||_1 + I(m; D) = {p_eff:.6g}"))
+    _emit(payload, rows, as_json, f"bounds for n={n:g}, d={d:g}, P={P:g}, sigma={sigma:g}, eps={eps:g}")
+
+
+@main.command()
+@click.argument("data")
+@click.option("--method", type=click.Choice(["twonn", "mle"]), default="twonn", show_default=True,
+              help="TwoNN (Facco et al. 2017) or the Levina-Bickel MLE.")
+@click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
+              help="Estimate on a uniform subsample of at most this many points.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsample.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def effdim(data, method, max_points, seed, as_json):
+    """Estimate the effective dimension of DATA: 'digits' (bundled) or a .npy, .npz[:key] or .csv file."""
+    from robustlaw.effdim import estimate, load_points, subsample
+
+    X, name = load_points(data)
+    result = estimate(subsample(X, max_points, seed), method)
+    payload = {"data": name, "points": len(X), **result.as_dict()}
+    rows = [("effective dimension", f"{result.value:.4g}", method),
+            ("ambient dimension", f"{result.ambient_dim}", name),
+            ("points used", f"{result.n_used}", f"of {len(X)}, {result.duplicates_removed} duplicate(s) removed")]
+    _emit(payload, rows, as_json, f"effective dimension of {name}")
+
+
+@main.command()
+@click.option("--n", "n", type=float, default=None, help="Number of data points (default: the data's).")
+@click.option("--d", "d", type=float, default=None, help="Ambient dimension (default: the data's).")
+@click.option("--effective-dim", type=float, default=None, help="Effective dimension d_eff (default: d).")
+@click.option("--data", default=None, help="Estimate d_eff from this data set (see `robustlaw effdim`).")
+@click.option("--method", type=click.Choice(["twonn", "mle"]), default="twonn", show_default=True,
+              help="Effective-dimension estimator for --data.")
+@click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
+              help="With --data: estimate on a uniform subsample of at most this many points.")
+@click.option("--target-lip", type=float, required=True, help="The Lipschitz constant L to reach.")
+@click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma.")
+@click.option("--eps", type=float, default=None, help="BS21 fit margin (default sigma^2 / 2: fit half the noise).")
+@click.option("--W", "W", type=float, default=1.0, show_default=True, help="BS21: diameter of the parameter set.")
+@click.option("--J", "J", type=float, default=1.0, show_default=True, help="BS21: parametrisation Lipschitz constant.")
+@click.option("--c", "c", type=float, default=1.0, show_default=True, help="BS21: isoperimetry constant.")
+@click.option("--delta", type=float, default=0.01, show_default=True, help="BS21: failure probability.")
+@click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, eps, W, J, c, delta, C2, as_json):
+    """Parameters needed to memorise N points robustly (Lip <= L): the slides' back-of-the-envelope.
+
+    P = n d_eff sigma^2 / L^2 inverts the law Lip ~ sigma sqrt(n d_eff / P) (constant 1);
+    the BS21 line solves eq. (10) for P with its explicit constants.
+    """
+    from robustlaw import theory
+
+    source = "given"
+    if data is not None:
+        if effective_dim is not None:
+            raise RobustlawError("give either --effective-dim or --data, not both")
+        from robustlaw.effdim import estimate, load_points, subsample
+
+        X, name = load_points(data)
+        effective_dim = estimate(subsample(X, max_points), method).value
+        source = f"{method} estimate on {name}"
+        n = float(len(X)) if n is None else n
+        d = float(X.shape[1]) if d is None else d
+    if n is None or d is None:
+        raise RobustlawError("predict needs --n and --d (or --data to take them from)")
+    if effective_dim is None:
+        effective_dim, source = d, "ambient (no --effective-dim)"
+    if not 0 < effective_dim <= d:
+        raise RobustlawError(f"effective dimension must lie in (0, d={d:g}], got {effective_dim:g}")
+    eps = sigma**2 / 2 if eps is None else eps
+    law = theory.law_params_for_lip(n, effective_dim, target_lip, sigma)
+    ambient = theory.law_params_for_lip(n, d, target_lip, sigma)
+    constants = theory.BS21Constants(C2=C2)
+    bs = theory.bs21_params_for_lip(n, effective_dim, target_lip, sigma, eps, W, J, c, delta, constants)
+    payload = {"n": n, "d": d, "effective_dim": effective_dim, "effective_dim_source": source,
+               "target_lip": target_lip, "sigma": sigma, "params_law": law, "params_law_ambient": ambient,
+               "params_bs21": bs, "bs21_inputs": {"eps": eps, "W": W, "J": J, "c": c, "delta": delta, "C2": C2},
+               "bs21_mixture_condition": theory.bs21_mixture_condition(n, eps, delta)}
+    rows = [("effective dimension", f"{effective_dim:.4g}", source),
+            ("P needed (law, d_eff)", f"{law:.3g}", "n d_eff sigma^2 / L^2"),
+            ("P needed (law, ambient d)", f"{ambient:.3g}", "n d sigma^2 / L^2"),
+            ("P below which BS21 forbids Lip <= L", f"{bs:.3g}",
+             "eq. (10) solved for P: (n d_eff (eps/(sigma L sqrt(C2 c)))^2 - log(4/delta)) / log(1+60WJ/eps)")]
+    _emit(payload, rows, as_json, f"parameters for Lip <= {target_lip:g}: n={n:g}, d={d:g}")
 
 
 def entry() -> None:

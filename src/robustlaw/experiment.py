@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from robustlaw.constructions import mcshane_constant
+from robustlaw.constructions import build_construction, mcshane_constant
 from robustlaw.data import DataSpec, Dataset, make_dataset
 from robustlaw.errors import require
 from robustlaw.fit import FitResult, FitSpec, fit_many
@@ -70,6 +70,8 @@ class RunSpec:
     def key(self) -> str:
         """A hash of everything that determines the record (the sweep name is not part of it)."""
         body = {k: v for k, v in self.as_dict().items() if k != "sweep"}
+        if not body["model"]["construction"]:  # keep the keys of trained-model specs as they were
+            del body["model"]["construction"]
         body["version"] = RECORD_VERSION
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -84,12 +86,13 @@ class Prepared:
 
     spec: RunSpec
     data: Dataset
-    model: Network = field(repr=False)
+    model: Network | None = field(repr=False)
 
 
 def prepare(spec: RunSpec) -> Prepared:
     data = make_dataset(spec.data, spec.seed)
-    return Prepared(spec, data, spec.model.build(spec.data.d, spec.seed))
+    model = None if spec.model.family == "construction" else spec.model.build(spec.data.d, spec.seed)
+    return Prepared(spec, data, model)
 
 
 def measure(run: Prepared, fitted: FitResult) -> dict:
@@ -109,7 +112,7 @@ def measure(run: Prepared, fitted: FitResult) -> dict:
     return {
         "key": spec.key(), "sweep": spec.sweep, "status": "ok", "seed": spec.seed,
         "distribution": spec.data.distribution, "labels": spec.data.labels, "n": n, "d": d, "sigma": data.sigma,
-        "family": spec.model.family, "activation": spec.model.activation,
+        "family": spec.model.family, "construction": spec.model.construction or None, "activation": spec.model.activation,
         "width": spec.model.hidden[0] if spec.model.family == "two_layer" else None,
         "widths": json.dumps(spec.model.hidden), "depth": model.depth, "P": P,
         "mode": fitted.mode, "target": spec.fit.target, "reached": fitted.reached, "steps": fitted.steps,
@@ -139,8 +142,30 @@ def run_group(specs: list[RunSpec]) -> list[dict]:
     start = time.perf_counter()
     torch.set_num_threads(1)
     prepared = [prepare(s) for s in specs]
+    if specs[0].model.family == "construction":
+        return _run_constructions(prepared, start)
     fitted = fit_many([p.model for p in prepared], [p.data.X for p in prepared], [p.data.y for p in prepared],
                       specs[0].fit, [p.data.sigma for p in prepared])
+    return _measure_all(prepared, fitted, start)
+
+
+def _run_constructions(prepared: list[Prepared], start: float) -> list[dict]:
+    """Build each construction on its data (a failed precondition fails that run only), then measure."""
+    ok, fitted, failed = [], [], []
+    for run in prepared:
+        try:
+            run.model, result = build_construction(run.spec, run.data)
+            ok.append(run)
+            fitted.append(result)
+        except Exception as error:  # noqa: BLE001 -- a failed construction fails its run only
+            failed.append(failed_record(run.spec, error))
+    records = _measure_all(ok, fitted, start) + failed
+    for record in failed:
+        record["seconds"] = (time.perf_counter() - start) / len(records)
+    return records
+
+
+def _measure_all(prepared: list[Prepared], fitted: list[FitResult], start: float) -> list[dict]:
     records = []
     for run, result in zip(prepared, fitted):
         try:

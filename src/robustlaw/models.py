@@ -110,20 +110,30 @@ def two_layer(d: int, k: int, activation: str = "relu", seed: int = 0, q: int = 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which function class to fit: ``family`` two_layer (``width`` k) or mlp (``widths``)."""
+    """Which function class to fit: ``family`` two_layer (``width`` k) or mlp (``widths``), or
+    ``construction`` (built, not trained: ``construction`` names one of
+    robustlaw.constructions.CONSTRUCTIONS, ``width`` is its size knob, ``q`` its degree)."""
 
     family: str = "two_layer"
     width: int = 16
     widths: tuple[int, ...] = ()
     activation: str = "relu"
     q: int = 2
+    construction: str = ""
 
     def __post_init__(self):
-        require(self.family in ("two_layer", "mlp"), "model.family",
-                f"unknown family {self.family!r} (known: two_layer, mlp)")
+        require(self.family in ("two_layer", "mlp", "construction"), "model.family",
+                f"unknown family {self.family!r} (known: two_layer, mlp, construction)")
+        require((self.family == "construction") == bool(self.construction), "model.construction",
+                "must be set exactly when family = \"construction\"")
+        if self.construction:
+            from robustlaw.constructions import CONSTRUCTIONS  # constructions build on this module
+
+            require(self.construction in CONSTRUCTIONS, "model.construction",
+                    f"unknown construction {self.construction!r} (known: {', '.join(CONSTRUCTIONS)})")
         require(self.activation in ACTIVATIONS, "model.activation",
                 f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
-        if self.family == "two_layer":
+        if self.family in ("two_layer", "construction"):
             require(isinstance(self.width, int) and self.width >= 1, "model.width",
                     f"must be an integer >= 1, got {self.width!r}")
         else:
@@ -133,7 +143,8 @@ class ModelSpec:
 
     @property
     def hidden(self) -> list[int]:
-        return [self.width] if self.family == "two_layer" else list(self.widths)
+        return {"two_layer": [self.width], "mlp": list(self.widths)}.get(self.family, [])
 
     def build(self, d: int, seed: int) -> Network:
+        require(self.family != "construction", "model.family", "a construction is built from data, not initialised")
         return mlp(d, self.hidden, activation=self.activation, seed=seed, q=self.q)

@@ -1,8 +1,17 @@
 """The law of robustness as formulas, every constant explicit.
 
-Sources: BS21 = Bubeck & Sellke, "A universal law of robustness via isoperimetry" (2021), as
-stated in seed 004 (Theorem 3, eq. (8)-(11)); BLN20 = Bubeck, Li & Nagaraj, "A law of robustness
-for two-layers neural networks" (2020).
+Sources (see docs/bounds.md for the full statements):
+- BS21 = Bubeck & Sellke, "A universal law of robustness via isoperimetry" (2021), Theorem 3,
+  eq. (8)-(11) as given verbatim in seed 004; its finite-class form (the statement eq. (10)
+  instantiates); Lemma 3.1 (J for deep nets); the slides' (seed 001) Rademacher bound and the
+  MNIST / ImageNet back-of-the-envelope.
+- BLN20 = Bubeck, Li & Nagaraj, "A law of robustness for two-layers neural networks" (2020):
+  the sqrt(n / k) conjecture and the spectral-norm proxy ||a|| ||W||_op it is proven for.
+- KLS24 = Kumar, Luo & Sellke, "No Free Prune" (2024), as summarised in seed 004: P -> p_eff.
+
+Asymptotic statements (``law_scale``, ``bln20_lip``, ``poincare_scale``, ``rademacher_bound``,
+``law_params_for_lip``) are the papers' orders of magnitude with the hidden constant set to 1;
+the BS21 functions carry every constant of eq. (10) explicitly (C1, C2 as parameters).
 """
 
 from __future__ import annotations
@@ -10,7 +19,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from robustlaw.errors import require
+
+#: BS21 eq. (10): the covering radius of the parameter net is eps / (60 J), so a parameter set of
+#: diameter W has a net of (1 + 60 W J / eps)^P points.
+BS21_NET_FACTOR = 60.0
+#: BS21 eq. (10): the failure probability delta enters as log(4 / delta).
+BS21_DELTA_FACTOR = 4.0
+#: BS21 eq. (8): the mixture condition is MIX * k log(8 k / delta) <= n eps^2.
+BS21_MIXTURE_LOG_FACTOR = 8.0
+#: BS21 NeurIPS version: prefactor eps / (2^9 sqrt(c)) and 8^4 in place of 10^4.
+BS21_NEURIPS_PREFACTOR = 2.0**9
 
 
 def law_scale(n: float, d: float, P: float) -> float:
@@ -19,10 +40,55 @@ def law_scale(n: float, d: float, P: float) -> float:
     return math.sqrt(n * d / P)
 
 
+def law_params_for_lip(n: float, d: float, lip: float, sigma: float = 1.0) -> float:
+    """The inverse of the law Lip ~ sigma sqrt(n d / P): P = n d sigma^2 / Lip^2 parameters are needed
+    for a Lip-Lipschitz memoriser (hidden constant 1). With d an effective dimension this is the
+    slides' back-of-the-envelope P ~ n d_eff (sigma = Lip = 1)."""
+    require(n > 0 and d > 0, "theory", f"n and d must be positive, got n={n}, d={d}")
+    require(lip > 0 and sigma > 0, "theory", f"target Lipschitz constant and sigma must be positive, got {lip}, {sigma}")
+    return n * d * sigma**2 / lip**2
+
+
 def bln20_lip(n: float, k: float) -> float:
     """BLN20's conjectured Lipschitz constant sqrt(n / k) of the best width-k two-layer interpolator."""
     require(n > 0 and k > 0, "theory", f"n, k must be positive, got n={n}, k={k}")
     return math.sqrt(n / k)
+
+
+def bln20_spectral_proxy(a: np.ndarray, W: np.ndarray) -> float:
+    """BLN20's proxy ||a||_2 ||W||_op for f(x) = a . relu(W x + b): an upper bound on Lip(f) on R^d
+    that BLN20 prove is >~ sqrt(n / k) for every width-k net fitting random +-1 labels."""
+    a, W = np.asarray(a, dtype=float).ravel(), np.asarray(W, dtype=float)
+    require(W.ndim == 2 and W.shape[0] == a.size, "theory",
+            f"need W of shape (k, d) and a of length k, got {W.shape} and {a.size}")
+    return float(np.linalg.norm(a) * np.linalg.norm(W, 2))
+
+
+def poincare_scale(n: float, d: float, P: float) -> float:
+    """n sqrt(d) / P: the Lipschitz scale when the covariates satisfy only a Poincare inequality
+    (polynomial instead of sub-Gaussian concentration), as listed in the project's issue; it is
+    sqrt(n d / P) times sqrt(n / P), weaker in the over-parametrised regime P > n. Order of
+    magnitude, hidden constant 1."""
+    require(n > 0 and d > 0 and P > 0, "theory", f"n, d, P must be positive, got n={n}, d={d}, P={P}")
+    return n * math.sqrt(d) / P
+
+
+def rademacher_bound(n: float, d: float, P: float) -> float:
+    """sqrt(P / (n d)): the slides' Rademacher complexity of a P-parameter Lipschitz class on
+    (mixtures of) isoperimetric data, against the classical sqrt(P / n) (seed 001)."""
+    require(n > 0 and d > 0 and P > 0, "theory", f"n, d, P must be positive, got n={n}, d={d}, P={P}")
+    return math.sqrt(P / (n * d))
+
+
+def no_free_prune_p_eff(mask_l1: float, mutual_information: float) -> float:
+    """KLS24: p_eff = E||mask||_1 + I(mask; data), which replaces P in the law for masked classes.
+
+    ``mutual_information`` in nats (the theorem is up to log factors, so bits differ by log 2 only).
+    """
+    require(mask_l1 >= 0 and mutual_information >= 0, "theory",
+            f"E||mask||_1 and I(mask; data) must be >= 0, got {mask_l1}, {mutual_information}")
+    require(mask_l1 + mutual_information > 0, "theory", "p_eff must be positive")
+    return float(mask_l1 + mutual_information)
 
 
 @dataclass(frozen=True)
@@ -48,15 +114,78 @@ class BS21Constants:
     def mixture_constant(self) -> float:
         return 1e4 if self.variant == "seed" else 8.0**4
 
+    def prefactor(self, sigma: float, eps: float, c: float) -> float:
+        """eps / (sigma sqrt(C2 c)) (seed) or eps / (2^9 sqrt(c)) (NeurIPS)."""
+        if self.variant == "seed":
+            return eps / (sigma * math.sqrt(self.C2 * c))
+        return eps / (BS21_NEURIPS_PREFACTOR * math.sqrt(c))
+
+    def cover(self, W: float, J: float, eps: float) -> float:
+        """log(1 + 60 W J / eps) (seed) or log(60 W J / eps) (NeurIPS, which needs 60 W J > eps)."""
+        ratio = BS21_NET_FACTOR * W * J / eps
+        if self.variant == "seed":
+            return math.log1p(ratio)
+        require(ratio > 1, "theory", f"the NeurIPS bound needs 60 W J / eps > 1, got {ratio:.4g}")
+        return math.log(ratio)
+
 
 @dataclass(frozen=True)
 class BS21Bound:
-    """The value of BS21 eq. (10)/(11) and whether the theorem's conditions hold."""
+    """The value of BS21 eq. (10)/(11) and whether the theorem's conditions hold.
+
+    ``dimension_condition`` is checked at ``lip_checked`` (the candidate L given, else None).
+    """
 
     lip_lower: float
     mixture_condition: bool
     dimension_condition: bool | None
     log_term: float
+    formula: str = "BS21 eq. (10)"
+    lip_checked: float | None = None
+
+
+def _check_bs21(n, d, sigma, eps, delta, c) -> None:
+    require(n >= 1 and d >= 1, "theory", f"need n, d >= 1, got n={n}, d={d}")
+    require(sigma > 0, "theory.sigma", f"must be > 0, got {sigma}")
+    require(0 < eps < 1 and 0 < delta < 1, "theory", f"eps and delta must lie in (0, 1), got eps={eps}, delta={delta}")
+    require(c > 0, "theory.c", f"must be positive, got {c}")
+
+
+def bs21_mixture_condition(n: float, eps: float, delta: float, k_mixture: int = 1,
+                           constants: BS21Constants = BS21Constants()) -> bool:
+    """BS21 eq. (8): 10^4 k log(8 k / delta) <= n eps^2 (8^4 in the NeurIPS version)."""
+    require(k_mixture >= 1, "theory.k_mixture", f"must be >= 1, got {k_mixture}")
+    return constants.mixture_constant * k_mixture * math.log(BS21_MIXTURE_LOG_FACTOR * k_mixture / delta) <= n * eps**2
+
+
+def bs21_dimension_condition(d: float, lip: float, sigma: float, eps: float, c: float = 1.0,
+                             constants: BS21Constants = BS21Constants()) -> bool:
+    """BS21 eq. (9): d >= C1 c L^2 sigma^2 / eps^2."""
+    return d >= constants.C1 * c * lip**2 * sigma**2 / eps**2
+
+
+def bs21_finite_class_lip_lower(n: float, d: float, log_size: float, sigma: float, eps: float, c: float = 1.0,
+                                delta: float = 0.01, constants: BS21Constants = BS21Constants()) -> float:
+    """BS21's finite-class form: for a class of N functions (``log_size`` = log N), w.p. 1 - delta
+    every f with train MSE <= sigma^2 - eps has Lip(f) >= eps / (sigma sqrt(C2 c)) sqrt(n d / log(4 N / delta)).
+
+    Theorem 3 (eq. (10)) is this with the eps/(60 J)-net of the parameter set: log N = P log(1 + 60 W J / eps).
+    """
+    _check_bs21(n, d, sigma, eps, delta, c)
+    require(log_size >= 0, "theory", f"log |F| must be >= 0, got {log_size}")
+    return constants.prefactor(sigma, eps, c) * math.sqrt(n * d / (log_size + math.log(BS21_DELTA_FACTOR / delta)))
+
+
+def bs21_log_size(P: float, W: float, J: float, eps: float, sparsity: float | None = None,
+                  constants: BS21Constants = BS21Constants()) -> float:
+    """log of the net size in eq. (10)/(11): P log(1 + 60 W J / eps), or s log(P (1 + 60 W J / eps))."""
+    require(P >= 1, "theory.P", f"need P >= 1, got {P}")
+    require(W > 0 and J > 0, "theory", f"W and J must be positive, got W={W}, J={J}")
+    cover = constants.cover(W, J, eps)
+    if sparsity is None:
+        return P * cover
+    require(0 < sparsity <= P, "theory.sparsity", f"must lie in (0, P], got {sparsity}")
+    return sparsity * (math.log(P) + cover)
 
 
 def bs21_lip_lower(n: float, d: float, P: float, sigma: float, eps: float, W: float = 1.0, J: float = 1.0,
@@ -68,26 +197,33 @@ def bs21_lip_lower(n: float, d: float, P: float, sigma: float, eps: float, W: fl
     eq. (11), for s-sparse parameters (``sparsity`` = s): P log(...) becomes s log(P (1 + 60 W J / eps)).
     ``lip`` (a candidate L) is needed only to check the dimension condition (9); it is None otherwise.
     """
-    require(n >= 1 and d >= 1 and P >= 1, "theory", f"need n, d, P >= 1, got n={n}, d={d}, P={P}")
-    require(sigma > 0, "theory.sigma", f"must be > 0, got {sigma}")
-    require(0 < eps < 1 and 0 < delta < 1, "theory", f"eps and delta must lie in (0, 1), got eps={eps}, delta={delta}")
-    require(W > 0 and J > 0 and c > 0, "theory", f"W, J, c must be positive, got W={W}, J={J}, c={c}")
-    ratio = 60 * W * J / eps
-    cover = math.log1p(ratio) if constants.variant == "seed" else math.log(max(ratio, 1.0 + 1e-12))
-    if sparsity is not None:
-        require(0 < sparsity <= P, "theory.sparsity", f"must lie in (0, P], got {sparsity}")
-        log_term = sparsity * (math.log(P) + cover)
-    else:
-        log_term = P * cover
-    log_term += math.log(4 / delta)
-    if constants.variant == "seed":
-        prefactor = eps / (sigma * math.sqrt(constants.C2 * c))
-    else:
-        prefactor = eps / (2**9 * math.sqrt(c))
-    value = prefactor * math.sqrt(n * d / log_term)
-    mixture_ok = constants.mixture_constant * k_mixture * math.log(8 * k_mixture / delta) <= n * eps**2
-    dimension_ok = None if lip is None else d >= constants.C1 * c * lip**2 * sigma**2 / eps**2
-    return BS21Bound(lip_lower=value, mixture_condition=mixture_ok, dimension_condition=dimension_ok, log_term=log_term)
+    _check_bs21(n, d, sigma, eps, delta, c)
+    require(P >= 1, "theory", f"need n, d, P >= 1, got n={n}, d={d}, P={P}")
+    log_size = bs21_log_size(P, W, J, eps, sparsity, constants)
+    value = bs21_finite_class_lip_lower(n, d, log_size, sigma, eps, c, delta, constants)
+    return BS21Bound(
+        lip_lower=value,
+        mixture_condition=bs21_mixture_condition(n, eps, delta, k_mixture, constants),
+        dimension_condition=None if lip is None else bs21_dimension_condition(d, lip, sigma, eps, c, constants),
+        log_term=log_size + math.log(BS21_DELTA_FACTOR / delta),
+        formula="BS21 eq. (11)" if sparsity is not None else "BS21 eq. (10)",
+        lip_checked=lip,
+    )
+
+
+def bs21_params_for_lip(n: float, d: float, lip: float, sigma: float, eps: float, W: float = 1.0, J: float = 1.0,
+                        c: float = 1.0, delta: float = 0.01, constants: BS21Constants = BS21Constants()) -> float:
+    """eq. (10) solved for P: the smallest P for which eq. (10) no longer forbids an L-Lipschitz
+    function with train MSE <= sigma^2 - eps, i.e. (n d (prefactor / L)^2 - log(4/delta)) / log(1 + 60 W J / eps).
+
+    Below this P every memoriser in the class has Lip > L (w.p. 1 - delta); 0 if eq. (10) never forbids it.
+    (J is taken as given; for deep nets J grows with P, see :func:`deep_net_J`.)
+    """
+    _check_bs21(n, d, sigma, eps, delta, c)
+    require(lip > 0, "theory.lip", f"target Lipschitz constant must be positive, got {lip}")
+    require(W > 0 and J > 0, "theory", f"W and J must be positive, got W={W}, J={J}")
+    budget = n * d * (constants.prefactor(sigma, eps, c) / lip) ** 2 - math.log(BS21_DELTA_FACTOR / delta)
+    return max(budget / constants.cover(W, J, eps), 0.0)
 
 
 def deep_net_J(R: float, W: float, P: float, depth: int, sharing: float = 1.0) -> float:
