@@ -262,6 +262,8 @@ def _witness_near(P: Problem, p: Array, S: list[int], beta: Array) -> Array | No
         if P.radius is not None:
             room = P.radius - np.linalg.norm(p - P.center)
             eps = min(eps, 0.5 * room / nd) if room > 0 else 0.0
+    if not np.isfinite(eps):
+        eps = 0.0
     for shrink in (1.0, 0.1, 0.01):
         y = p + shrink * eps * delta
         if _verify_pattern(P, y, target):
