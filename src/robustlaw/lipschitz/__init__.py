@@ -111,6 +111,7 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
 
     # 1. exact pattern covering for two-layer ReLU / LeakyReLU nets
     if net.is_two_layer_pwl:
+        exact_start = time.perf_counter()
         results = []
         for c, r in _domain_balls(domain, net.d):
             res = exact_two_layer(net, c, r, deadline=start + 0.7 * (deadline - start))
@@ -125,13 +126,16 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
             if domain.kind != "sphere":
                 for res in results:
                     add_lower(res.witness, res.method)
+        details["exact_seconds"] = time.perf_counter() - exact_start
     lower_now = max((v for v, _, _ in lowers), default=-1.0)
     upper_now = min((v for v, _ in uppers), default=math.inf)
     if not upper_now <= lower_now * (1 + 1e-6):
         # 2. lower-bound search: data, between data, smoothed ascent, exact line walks over regions
+        search_start = time.perf_counter()
         torch_model = net.to_torch(torch.float64)
         low = search_lower(torch_model, domain, X, y, seed=seed,
-                           ascent_steps=100 if deadline - time.perf_counter() > 5 else 20)
+                           ascent_steps=100 if deadline - time.perf_counter() > 5 else 20,
+                           deadline=time.perf_counter() + 0.3 * (deadline - time.perf_counter()))
         add_lower(low.witness, low.method)
         if net.is_two_layer_pwl and domain.kind != "sphere" and time.perf_counter() < deadline:
             starts = [w for _, w, _ in sorted(lowers, key=lambda t: -t[0])[:4]]
@@ -162,9 +166,12 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
                 best_x = max(lowers, key=lambda t: t[0])[1]
                 starts = list(best_x + 0.05 * R * rng.standard_normal((4, net.d)) / math.sqrt(net.d))
             details["line_walk_rounds"] = rounds
+        details["search_seconds"] = time.perf_counter() - search_start
         # 3. certified upper bounds
+        upper_start = time.perf_counter()
         up = upper_bound(net, domain, deadline=deadline, split=1 if time_limit is None or time_limit >= 2 else 0)
         uppers.append((up.value, up.method))
+        details["upper_seconds"] = time.perf_counter() - upper_start
     lower, witness, lower_method = max(lowers, key=lambda t: t[0]) if lowers else (0.0, np.zeros(net.d), "none")
     upper, upper_method = min(uppers, key=lambda t: t[0])
     return Bracket(lower=lower, upper=upper, witness=witness, lower_method=lower_method, upper_method=upper_method,

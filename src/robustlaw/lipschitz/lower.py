@@ -86,7 +86,7 @@ def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: i
 
 
 def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 100, betas=(5.0, 20.0, 100.0),
-           lr: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+           lr: float = 0.02, deadline: float = math.inf) -> tuple[torch.Tensor, torch.Tensor]:
     """Projected gradient ascent on ||grad f_beta(x)||^2 of smoothed copies, beta annealed upwards.
 
     Returns the best point found per start and its exact gradient norm (of the unsmoothed model).
@@ -99,6 +99,8 @@ def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 
         x = x.detach().requires_grad_(True)
         optimiser = torch.optim.Adam([x], lr=lr)
         for _ in range(steps):
+            if time.perf_counter() > deadline:
+                break
             (grad,) = torch.autograd.grad(surrogate(x).sum(), x, create_graph=True)
             objective = domain.tangential(x, grad).pow(2).sum()
             optimiser.zero_grad()
@@ -115,7 +117,7 @@ def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 
 
 def search_lower(model: nn.Module, domain: Domain = Domain(), X: np.ndarray | None = None,
                  y: np.ndarray | None = None, seed: int = 0, count: int = 512, ascent_starts: int = 32,
-                 ascent_steps: int = 100) -> LowerBound:
+                 ascent_steps: int = 100, deadline: float = math.inf) -> LowerBound:
     """The largest exact gradient norm found in the domain, with its point and the method that found it."""
     dtype = next(model.parameters()).dtype
     d = model[0].in_features if isinstance(model, nn.Sequential) else X.shape[1]
@@ -126,7 +128,7 @@ def search_lower(model: nn.Module, domain: Domain = Domain(), X: np.ndarray | No
     pool = torch.cat([groups[k] for k in groups if k != "random"] or [groups["random"]])
     pool_norms = torch.cat([scored[k] for k in groups if k != "random"] or [scored["random"]])
     top = pool_norms.argsort(descending=True)[:ascent_starts]
-    points, norms = ascend(model, pool[top], domain, steps=ascent_steps)
+    points, norms = ascend(model, pool[top], domain, steps=ascent_steps, deadline=deadline)
     groups["ascent"], scored["ascent"] = points, norms
     method, value, witness = "none", -1.0, None
     for name, vals in scored.items():
