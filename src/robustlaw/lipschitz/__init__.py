@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain
 from robustlaw.lipschitz.exact import exact_two_layer
-from robustlaw.lipschitz.lower import gradient_norms, line_walk, mean_gradient_norm, search_lower
+from robustlaw.lipschitz.lower import gradient_norms, grid_walk, line_walk, mean_gradient_norm, search_lower
 from robustlaw.lipschitz.network import Net, as_net, from_torch, load_npz
 from robustlaw.lipschitz.upper import upper_bound
 
@@ -89,7 +89,8 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
         finally:
             torch.set_num_threads(torch_threads)
     start = time.perf_counter()
-    deadline = start + time_limit if time_limit else math.inf
+    # keep a little of the budget for assembling the answer
+    deadline = start + 0.97 * time_limit if time_limit else math.inf
     net = as_net(model)
     domain = domain or Domain()
     if domain.center is not None and np.shape(domain.center) != (net.d,):
@@ -166,6 +167,19 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
                 best_x = max(lowers, key=lambda t: t[0])[1]
                 starts = list(best_x + 0.05 * R * rng.standard_normal((4, net.d)) / math.sqrt(net.d))
             details["line_walk_rounds"] = rounds
+        elif time.perf_counter() < deadline:
+            # other networks (deep, smooth, or on the sphere): line searches scored by exact gradients
+            walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0)
+            ball = domain.bounding_ball(net.d)
+            c, R = (np.zeros(net.d), 1.0) if ball is None else ball
+            while time.perf_counter() < walk_end:
+                best_x = max(lowers, key=lambda t: t[0])[1] if lowers else c
+                rand = rng.standard_normal((6, net.d))
+                starts = [best_x] + list(c + R * rand / np.linalg.norm(rand, axis=1, keepdims=True)
+                                         * rng.uniform(size=(6, 1)))
+                starts = [domain.project(torch.as_tensor(s[None])).numpy()[0] for s in starts]
+                value, x = grid_walk(net, domain, np.array(starts), rng, deadline=walk_end)
+                add_lower(x, "search:grid-walk")
         details["search_seconds"] = time.perf_counter() - search_start
         # 3. certified upper bounds
         upper_start = time.perf_counter()

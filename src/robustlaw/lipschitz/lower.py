@@ -240,3 +240,46 @@ def line_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
         if value > best_value:
             best_value, best_x = value, x
     return best_value, best_x
+
+
+def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Generator, rounds: int = 20,
+              directions: int = 6, samples: int = 256, deadline: float = math.inf) -> tuple[float, np.ndarray | None]:
+    """Any network: hill-climb along lines (the gradient direction and random ones), scoring ``samples``
+    points per line with the exact float64 gradient; moves to the best point seen."""
+    best_value, best_x = -1.0, None
+    for x in np.asarray(starts, dtype=float):
+        x = np.array(x)
+        value = float(np.linalg.norm(net.gradients(x[None])[0]))
+        span = 3.0 * (1.0 + float(np.linalg.norm(x)))
+        for _ in range(rounds):
+            if time.perf_counter() > deadline:
+                break
+            g = net.gradients(x[None])[0]
+            improved = False
+            for v in [g] + [rng.standard_normal(net.d) for _ in range(directions - 1)]:
+                nv = np.linalg.norm(v)
+                if nv == 0:
+                    continue
+                v = v / nv
+                t0, t1 = _segment(domain, x, v, span)
+                if t1 <= t0:
+                    continue
+                ts = np.concatenate([np.linspace(t0, t1, samples), rng.uniform(t0, t1, samples // 4)])
+                pts = x + ts[:, None] * v
+                if domain.kind == "sphere":
+                    pts = domain.radius * pts / np.linalg.norm(pts, axis=1, keepdims=True)
+                G = net.gradients(pts)
+                if domain.kind == "sphere":
+                    U = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+                    G = G - np.sum(G * U, axis=1, keepdims=True) * U
+                norms = np.linalg.norm(G, axis=1)
+                i = int(np.argmax(norms))
+                if norms[i] > value * (1 + 1e-12):
+                    value, x, improved = float(norms[i]), pts[i], True
+            if not improved:
+                span *= 0.5
+                if span < 1e-3:
+                    break
+        if value > best_value:
+            best_value, best_x = value, x
+    return best_value, best_x
