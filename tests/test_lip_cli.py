@@ -6,8 +6,8 @@ import sys
 
 import numpy as np
 import torch
-
 from conftest import random_net
+
 from robustlaw.lipschitz.network import Net
 
 

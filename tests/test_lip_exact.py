@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import random_net
+
 from robustlaw.lipschitz import Domain, certify, witness_norm
 from robustlaw.lipschitz.exact import exact_two_layer, flat_enumeration, sorted_patterns, two_layer_problem
 from robustlaw.lipschitz.network import Activation

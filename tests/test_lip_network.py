@@ -4,9 +4,9 @@ malformed files get one line naming the problem."""
 import numpy as np
 import pytest
 import torch
+from conftest import random_net
 from torch import nn
 
-from conftest import random_net
 from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.network import Activation, from_torch, load_npz
 from robustlaw.models import mlp, two_layer

@@ -124,7 +124,7 @@ def _bits(m: int) -> Array:
 
 
 def flat_cost(k: int, r: int, bounded: bool) -> int:
-    sizes = range(0, min(k, r) + 1) if bounded else [min(k, r)]
+    sizes = range(min(k, r) + 1) if bounded else [min(k, r)]
     return int(sum(math.comb(k, m) * 2**m for m in sizes))
 
 
@@ -149,7 +149,7 @@ def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = mat
         return ExactResult(value, value, P.to_x(P.center), True, "exact:constant")
     if flat_cost(k, r, bounded) > budget:
         return None
-    sizes = range(0, r + 1) if bounded else [r]
+    sizes = range(r + 1) if bounded else [r]
     wn = np.linalg.norm(P.W, axis=1)
     best: list[tuple[float, Array, tuple, Array]] = []  # (value, point, subset, beta)
     upper2 = -1.0
@@ -404,7 +404,7 @@ def sorted_patterns(P: Problem, deadline: float = math.inf, max_k: int = 22) -> 
         lps += 1
         if status == "empty":
             mask = np.uint32(np.bitwise_or.reduce(np.uint32(1) << obj.astype(np.uint32)))
-            bits = np.uint32(np.bitwise_or.reduce((np.uint32(codes_s[pos]) & (np.uint32(1) << obj.astype(np.uint32)))))
+            bits = np.uint32(np.bitwise_or.reduce(np.uint32(codes_s[pos]) & (np.uint32(1) << obj.astype(np.uint32))))
             alive[pos:] &= (codes_s[pos:] & mask) != bits
             alive[pos] = False
             continue

@@ -76,7 +76,7 @@ class Activation:
 
     def slope_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Elementwise bounds on the slope over pre-activations in [lo, hi] (lo may be -inf, hi +inf)."""
-        k, p = self.kind, self.param
+        k = self.kind
         if k in ("relu", "leaky"):
             s = self.low_slope
             return np.where(lo >= 0, 1.0, s), np.where(hi > 0, 1.0, s)
@@ -221,8 +221,7 @@ def _activation_of(module: nn.Module) -> Activation | None:
     if isinstance(module, nn.Tanh):
         return Activation("tanh")
     if isinstance(module, nn.Softplus):
-        if module.threshold is not None and module.threshold < 20 * module.beta:
-            pass  # torch switches to the identity above threshold/beta; slopes stay in [0, 1] either way
+        # torch switches to the identity above threshold / beta; the slope stays in [0, 1] either way
         return Activation("softplus", float(module.beta))
     if isinstance(module, nn.Sigmoid):
         return Activation("sigmoid")
