@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -269,6 +270,59 @@ def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, ep
     _emit(payload, rows, as_json, f"parameters for Lip <= {target_lip:g}: n={n:g}, d={d:g}")
 
 
+def load_model(path: Path):
+    """A network from an .npz interchange file or a torch.save'd Sequential (.pt / .pth)."""
+    from robustlaw.lipschitz import load_npz
+
+    if path.suffix == ".npz":
+        return load_npz(path)
+    if path.suffix in (".pt", ".pth"):
+        import torch
+
+        if not path.exists():
+            raise RobustlawError(f"{path}: no such file")
+        try:
+            return torch.load(path, weights_only=False, map_location="cpu")
+        except Exception as error:
+            raise RobustlawError(f"{path}: not a readable torch file ({type(error).__name__}: {error})") from None
+    raise RobustlawError(f"{path}: unknown model format {path.suffix or '(none)'!r} (expected .npz or .pt)")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--domain", "domain_text", default="global", show_default=True,
+              help="global (all of R^d), ball:R (the ball of radius R around the origin), sphere or sphere:R "
+                   "(tangential gradient).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds; the best bracket found by then is returned.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomised search.")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
+def lip(model: Path, domain_text: str, time_limit: float, seed: int, as_json: bool):
+    """Certify the Lipschitz constant of MODEL: a bracket [lower, upper] on a domain.
+
+    MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output) or a
+    torch.save'd Sequential. lower is the gradient norm at the returned witness point; upper is a
+    certificate no point of the domain can exceed.
+    """
+    import json
+
+    from robustlaw.lipschitz import Domain, as_net, certify
+
+    domain = Domain.parse(domain_text)
+    net = as_net(load_model(model))
+    bracket = certify(net, domain, seed=seed, time_limit=time_limit)
+    if as_json:
+        click.echo(json.dumps(bracket.to_dict()))
+        return
+    console.print(f"network: {net.describe()}   domain: {bracket.domain}")
+    console.print(f"Lipschitz constant in [{bracket.lower:.10g}, {bracket.upper:.10g}]   "
+                  f"upper/lower = {bracket.ratio:.8g}   exact: {'yes' if bracket.exact else 'no'}")
+    console.print(f"lower by {bracket.lower_method} (witness: {len(bracket.witness)} coordinates, "
+                  f"||x|| = {float(np.linalg.norm(bracket.witness)):.6g})")
+    console.print(f"upper by {bracket.upper_method}")
+    console.print(f"time: {bracket.seconds:.2f} s")
+
+
 def entry() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
@@ -285,3 +339,7 @@ def entry() -> None:
     except KeyboardInterrupt:
         click.echo("robustlaw: interrupted; finished runs are kept in the results database", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry()

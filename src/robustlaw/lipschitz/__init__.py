@@ -6,15 +6,20 @@ certificate no point can exceed. See :mod:`.lower`, :mod:`.upper` and :mod:`.dom
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from torch import nn
+import torch
+from threadpoolctl import threadpool_limits
 
+from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain
-from robustlaw.lipschitz.lower import gradient_norms, mean_gradient_norm, search_lower
-from robustlaw.lipschitz.upper import UpperBound, upper_bound
+from robustlaw.lipschitz.exact import exact_two_layer
+from robustlaw.lipschitz.lower import gradient_norms, grid_walk, line_walk, mean_gradient_norm, search_lower
+from robustlaw.lipschitz.network import Net, as_net, from_torch, load_npz
+from robustlaw.lipschitz.upper import upper_bound
 
 
 @dataclass(frozen=True)
@@ -32,25 +37,174 @@ class Bracket:
 
     @property
     def exact(self) -> bool:
-        return self.upper <= self.lower * (1 + 1e-6)
+        return bool(self.upper <= self.lower * (1 + 1e-6))
 
     @property
     def ratio(self) -> float:
         return self.upper / self.lower if self.lower > 0 else float("inf")
 
+    def to_dict(self) -> dict:
+        return {"lower": self.lower, "upper": self.upper, "ratio": self.ratio, "exact": self.exact,
+                "witness": [float(v) for v in self.witness], "lower_method": self.lower_method,
+                "upper_method": self.upper_method, "domain": self.domain, "seconds": self.seconds,
+                **{k: v for k, v in self.details.items() if k not in ("lower", "upper", "witness")}}
 
-def certify(model: nn.Module, domain: Domain | None = None, X: np.ndarray | None = None,
-            y: np.ndarray | None = None, seed: int = 0) -> Bracket:
-    """A Lipschitz bracket for ``model`` on ``domain`` (default: R^d), searching near data ``X``."""
-    start = time.perf_counter()
-    domain = domain or Domain()
+
+def witness_norm(net: Net, x: np.ndarray, domain: Domain) -> float:
+    """The gradient norm at ``x`` that a lower bound claims (tangential on a sphere), in float64."""
+    g = net.gradients(np.asarray(x, dtype=float)[None])[0]
+    if domain.kind == "sphere":
+        u = x / max(np.linalg.norm(x), 1e-300)
+        g = g - (g @ u) * u
+    return float(np.linalg.norm(g))
+
+
+def _domain_balls(domain: Domain, d: int):
+    """The balls whose union is the domain (None radius: R^d); a sphere is covered by its ball."""
+    if domain.kind == "global":
+        return [(None, None)]
+    if domain.kind == "local":
+        return [(np.asarray(p, dtype=float), domain.radius) for p in domain.points]
+    c = None if domain.center is None or domain.kind == "sphere" else np.asarray(domain.center, dtype=float)
+    return [(c, domain.radius)]
+
+
+def _certify_module(model, own_bound, domain: Domain, X, y, seed: int, start: float) -> Bracket:
+    """Bracket for a differentiable module that is no Sequential: gradient search below, its own certificate above."""
+    if X is None:
+        raise RobustlawError(f"{type(model).__name__} is not a Sequential: certify it with its data X")
     low = search_lower(model, domain, X, y, seed=seed)
-    # a model may carry its own sound certificate (robustlaw.constructions); else the network bounds
-    own = getattr(model, "lipschitz_upper_bound", None)
-    up = UpperBound(*own(domain)) if own is not None else upper_bound(model, domain)
-    return Bracket(lower=low.value, upper=up.value, witness=low.witness,
-                   lower_method=low.method, upper_method=up.method, domain=domain.describe(),
-                   seconds=time.perf_counter() - start)
+    value, method = own_bound(domain)
+    return Bracket(lower=low.value, upper=value, witness=low.witness, lower_method=low.method,
+                   upper_method=method, domain=domain.describe(), seconds=time.perf_counter() - start)
 
 
-__all__ = ["Bracket", "Domain", "certify", "gradient_norms", "mean_gradient_norm", "search_lower", "upper_bound"]
+def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y: np.ndarray | None = None,
+            seed: int = 0, time_limit: float | None = 60.0, threads: int | None = 1) -> Bracket:
+    """A Lipschitz bracket for ``model`` on ``domain`` (default: R^d), searching near data ``X``.
+
+    ``model``: a robustlaw model, a ``torch.nn.Sequential`` of Linear layers and activations with one
+    output, a :class:`Net`, or a path to an ``.npz`` file. ``lower`` is the float64 gradient norm at
+    ``witness`` (a point of the domain); ``upper`` is a certificate. Two-layer ReLU nets are solved
+    exactly when their activation patterns can be covered in time; otherwise the bracket is the best
+    found before ``time_limit`` seconds (None: no limit).
+    """
+    if threads is not None:
+        # many small eigen-problems and LPs: one BLAS thread is faster than two fighting on a loaded box
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with threadpool_limits(threads):
+                return certify(model, domain, X, y, seed=seed, time_limit=time_limit, threads=None)
+        finally:
+            torch.set_num_threads(torch_threads)
+    start = time.perf_counter()
+    # keep a little of the budget for assembling the answer
+    deadline = start + 0.97 * time_limit if time_limit else math.inf
+    domain = domain or Domain()
+    # a model may carry its own sound certificate (robustlaw.constructions: RBFs, McShane, caps)
+    own_bound = getattr(model, "lipschitz_upper_bound", None)
+    if own_bound is not None and not isinstance(model, torch.nn.Sequential):
+        return _certify_module(model, own_bound, domain, X, y, seed, start)
+    net = as_net(model)
+    if domain.center is not None and np.shape(domain.center) != (net.d,):
+        raise RobustlawError(f"the domain centre has shape {np.shape(domain.center)}, the network takes {net.d} inputs")
+    if domain.points is not None and np.shape(domain.points)[1] != net.d:
+        raise RobustlawError(f"the local domain's points have {np.shape(domain.points)[1]} coordinates, "
+                             f"the network takes {net.d} inputs")
+    if X is not None and np.shape(X)[1] != net.d:
+        raise RobustlawError(f"the data have {np.shape(X)[1]} coordinates, the network takes {net.d} inputs")
+    rng = np.random.default_rng([seed, 0xC3])
+    lowers: list[tuple[float, np.ndarray, str]] = []
+    uppers: list[tuple[float, str]] = [tuple(own_bound(domain))] if own_bound is not None else []
+    details: dict = {"network": net.describe()}
+
+    def add_lower(x, method):
+        if x is None or not domain.contains(x):
+            return
+        lowers.append((witness_norm(net, x, domain), np.asarray(x, dtype=float), method))
+
+    # 1. exact pattern covering for two-layer ReLU / LeakyReLU nets
+    if net.is_two_layer_pwl:
+        exact_start = time.perf_counter()
+        results = []
+        for c, r in _domain_balls(domain, net.d):
+            res = exact_two_layer(net, c, r, deadline=start + 0.7 * (deadline - start))
+            if res is None or not res.complete:
+                results = None
+                break
+            results.append(res)
+        if results:
+            best = max(results, key=lambda t: t.upper)
+            uppers.append((best.upper * (1 + 1e-9), best.method))
+            details["exact_info"] = best.info
+            if domain.kind != "sphere":
+                for res in results:
+                    add_lower(res.witness, res.method)
+        details["exact_seconds"] = time.perf_counter() - exact_start
+    lower_now = max((v for v, _, _ in lowers), default=-1.0)
+    upper_now = min((v for v, _ in uppers), default=math.inf)
+    if not upper_now <= lower_now * (1 + 1e-6):
+        # 2. lower-bound search: data, between data, smoothed ascent, exact line walks over regions
+        search_start = time.perf_counter()
+        torch_model = net.to_torch(torch.float64)
+        low = search_lower(torch_model, domain, X, y, seed=seed,
+                           ascent_steps=100 if deadline - time.perf_counter() > 5 else 20,
+                           deadline=time.perf_counter() + 0.3 * (deadline - time.perf_counter()))
+        add_lower(low.witness, low.method)
+        if net.is_two_layer_pwl and domain.kind != "sphere" and time.perf_counter() < deadline:
+            starts = [w for _, w, _ in sorted(lowers, key=lambda t: -t[0])[:4]]
+            if X is not None and len(X):
+                grads = np.linalg.norm(net.gradients(X), axis=1)
+                starts += list(np.asarray(X, dtype=float)[np.argsort(-grads)[:8]])
+            ball = domain.bounding_ball(net.d)
+            c, R = (np.zeros(net.d), 1.0) if ball is None else ball
+            # walk until a quarter of the remaining time (at most 3 s) is spent
+            walk_end = time.perf_counter() + min(0.25 * (deadline - time.perf_counter()), 3.0)
+            rounds = 0
+            while True:
+                rand = rng.standard_normal((8, net.d))
+                radii = R * rng.uniform(size=(8, 1)) * (rng.choice([1.0, 3.0, 10.0], size=(8, 1))
+                                                       if domain.kind == "global" else 1.0)
+                starts += list(c + radii * rand / np.linalg.norm(rand, axis=1, keepdims=True))
+                starts = [domain.project(torch.as_tensor(s[None])).numpy()[0] for s in starts]
+                value, x = line_walk(net, domain, np.array(starts), rng, deadline=walk_end)
+                add_lower(x, "search:line-walk")
+                if domain.kind == "global":  # R^d holds every ball: walks inside one see other regions
+                    inner = Domain("ball", float(R * rng.choice([1.0, 3.0])))
+                    value, x = line_walk(net, inner, np.array([inner.project(torch.as_tensor(s[None])).numpy()[0]
+                                                               for s in starts]), rng, deadline=walk_end)
+                    add_lower(x, "search:line-walk")
+                rounds += 1
+                if time.perf_counter() > walk_end or rounds >= 50:
+                    break
+                best_x = max(lowers, key=lambda t: t[0])[1]
+                starts = list(best_x + 0.05 * R * rng.standard_normal((4, net.d)) / math.sqrt(net.d))
+            details["line_walk_rounds"] = rounds
+        elif time.perf_counter() < deadline:
+            # other networks (deep, smooth, or on the sphere): line searches scored by exact gradients
+            walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0)
+            ball = domain.bounding_ball(net.d)
+            c, R = (np.zeros(net.d), 1.0) if ball is None else ball
+            while time.perf_counter() < walk_end:
+                best_x = max(lowers, key=lambda t: t[0])[1] if lowers else c
+                rand = rng.standard_normal((6, net.d))
+                starts = [best_x] + list(c + R * rand / np.linalg.norm(rand, axis=1, keepdims=True)
+                                         * rng.uniform(size=(6, 1)))
+                starts = [domain.project(torch.as_tensor(s[None])).numpy()[0] for s in starts]
+                value, x = grid_walk(net, domain, np.array(starts), rng, deadline=walk_end)
+                add_lower(x, "search:grid-walk")
+        details["search_seconds"] = time.perf_counter() - search_start
+        # 3. certified upper bounds
+        upper_start = time.perf_counter()
+        up = upper_bound(net, domain, deadline=deadline, split=1 if time_limit is None or time_limit >= 2 else 0)
+        uppers.append((up.value, up.method))
+        details["upper_seconds"] = time.perf_counter() - upper_start
+    lower, witness, lower_method = max(lowers, key=lambda t: t[0]) if lowers else (0.0, np.zeros(net.d), "none")
+    upper, upper_method = min(uppers, key=lambda t: t[0])
+    return Bracket(lower=lower, upper=upper, witness=witness, lower_method=lower_method, upper_method=upper_method,
+                   domain=domain.describe(), seconds=time.perf_counter() - start, details=details)
+
+
+__all__ = ["Bracket", "Domain", "Net", "as_net", "certify", "exact_two_layer", "from_torch", "gradient_norms",
+           "load_npz", "mean_gradient_norm", "search_lower", "upper_bound", "witness_norm"]

@@ -36,7 +36,7 @@ class Domain:
             raise RobustlawError("a local domain needs a 2-d array of centre points")
 
     @classmethod
-    def parse(cls, text: str) -> "Domain":
+    def parse(cls, text: str) -> Domain:
         """Parse ``global``, ``ball:R``, ``sphere`` or ``sphere:R`` (as on the command line)."""
         kind, _, value = text.partition(":")
         try:

@@ -11,6 +11,8 @@ gradient at a returned point of the domain, so it is a lower bound on the Lipsch
 from __future__ import annotations
 
 import copy
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from robustlaw.lipschitz.domain import Domain
+from robustlaw.lipschitz.network import Net
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: i
 
 
 def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 100, betas=(5.0, 20.0, 100.0),
-           lr: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+           lr: float = 0.02, deadline: float = math.inf) -> tuple[torch.Tensor, torch.Tensor]:
     """Projected gradient ascent on ||grad f_beta(x)||^2 of smoothed copies, beta annealed upwards.
 
     Returns the best point found per start and its exact gradient norm (of the unsmoothed model).
@@ -96,6 +99,8 @@ def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 
         x = x.detach().requires_grad_(True)
         optimiser = torch.optim.Adam([x], lr=lr)
         for _ in range(steps):
+            if time.perf_counter() > deadline:
+                break
             (grad,) = torch.autograd.grad(surrogate(x).sum(), x, create_graph=True)
             objective = domain.tangential(x, grad).pow(2).sum()
             optimiser.zero_grad()
@@ -112,7 +117,7 @@ def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 
 
 def search_lower(model: nn.Module, domain: Domain = Domain(), X: np.ndarray | None = None,
                  y: np.ndarray | None = None, seed: int = 0, count: int = 512, ascent_starts: int = 32,
-                 ascent_steps: int = 100) -> LowerBound:
+                 ascent_steps: int = 100, deadline: float = math.inf) -> LowerBound:
     """The largest exact gradient norm found in the domain, with its point and the method that found it."""
     dtype = next(model.parameters()).dtype
     d = model[0].in_features if isinstance(model, nn.Sequential) else X.shape[1]
@@ -123,7 +128,7 @@ def search_lower(model: nn.Module, domain: Domain = Domain(), X: np.ndarray | No
     pool = torch.cat([groups[k] for k in groups if k != "random"] or [groups["random"]])
     pool_norms = torch.cat([scored[k] for k in groups if k != "random"] or [scored["random"]])
     top = pool_norms.argsort(descending=True)[:ascent_starts]
-    points, norms = ascend(model, pool[top], domain, steps=ascent_steps)
+    points, norms = ascend(model, pool[top], domain, steps=ascent_steps, deadline=deadline)
     groups["ascent"], scored["ascent"] = points, norms
     method, value, witness = "none", -1.0, None
     for name, vals in scored.items():
@@ -137,3 +142,144 @@ def mean_gradient_norm(model: nn.Module, points: np.ndarray, domain: Domain = Do
     """The average gradient norm over ``points``: a Sobolev-type quantity, *not* the Lipschitz constant."""
     dtype = next(model.parameters()).dtype
     return float(gradient_norms(model, torch.as_tensor(points, dtype=dtype), domain).mean())
+
+
+# ----------------------------------------------------------------------------- exact line walks
+
+
+def _segment(domain: Domain, x: np.ndarray, v: np.ndarray, span: float) -> tuple[float, float]:
+    """The parameter interval [t0, t1] of {x + t v} inside the domain (global: [-span, span])."""
+    if domain.kind == "global":
+        return -span, span
+    if domain.kind == "local":
+        centres = np.asarray(domain.points, dtype=float)
+        c = centres[np.argmin(np.linalg.norm(centres - x, axis=1))]
+    else:
+        c = np.zeros_like(x) if domain.center is None else np.asarray(domain.center, dtype=float)
+    # ||x - c + t v||^2 <= R^2
+    p = x - c
+    A, Bq, C = v @ v, 2 * p @ v, p @ p - domain.radius**2
+    disc = Bq * Bq - 4 * A * C
+    if A <= 0 or disc < 0:
+        return 0.0, 0.0
+    root = math.sqrt(disc)
+    return (-Bq - root) / (2 * A) * (1 - 1e-9), (-Bq + root) / (2 * A) * (1 - 1e-9)
+
+
+def _line_best(net: Net, x: np.ndarray, v: np.ndarray, t0: float, t1: float) -> tuple[float, np.ndarray]:
+    """The exact max of ||grad f|| over the cells the segment x + t v, t in [t0, t1], crosses (two-layer PWL);
+    returns the value and the midpoint of the best piece."""
+    W, b = net.weights[0], net.biases[0]
+    a = net.weights[1][0]
+    alpha = net.acts[0].low_slope
+    G = a[:, None] * W
+    h0, slope = W @ x + b, W @ v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tb = -h0 / slope
+    inside = np.flatnonzero(np.isfinite(tb) & (tb > t0) & (tb < t1))
+    order = inside[np.argsort(tb[inside])]
+    ts = np.concatenate([[t0], tb[order], [t1]])
+    start = h0 + t0 * slope
+    s0 = np.where(start > 0, 1.0, alpha)
+    s0 = np.where(start == 0, np.where(slope > 0, 1.0, alpha), s0)
+    g_start = G.T @ s0
+    # crossing neuron j flips its slope: upward (slope > 0) alpha -> 1, downward 1 -> alpha
+    flips = np.where(slope[order] > 0, 1 - alpha, alpha - 1)[:, None] * G[order]
+    gs = np.vstack([g_start[None, :], g_start + np.cumsum(flips, axis=0)])
+    norms = np.linalg.norm(gs, axis=1)
+    lengths = np.diff(ts)
+    norms[lengths <= 1e-12 * max(1.0, abs(t1 - t0))] = -1.0  # too thin to place a witness robustly
+    i = int(np.argmax(norms))
+    return float(norms[i]), x + 0.5 * (ts[i] + ts[i + 1]) * v
+
+
+def line_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Generator, rounds: int = 30,
+              directions: int = 4, deadline: float = math.inf) -> tuple[float, np.ndarray | None]:
+    """Hill-climb over activation regions along exact line scans (two-layer ReLU/LeakyReLU nets).
+
+    From each start: scan the line along the direction that turns on the neurons that would raise the
+    gradient norm (and off the ones that lower it), along the gradient and along random directions;
+    jump to the best piece; repeat. Every value is the exact gradient norm at a returned point.
+    """
+    W = net.weights[0]
+    a = net.weights[1][0]
+    alpha = net.acts[0].low_slope
+    D = (1 - alpha) * a[:, None] * W
+    wn = np.linalg.norm(W, axis=1) + 1e-300
+    scale = 1.0 + float(np.max(np.abs(net.biases[0]) / wn))
+    best_value, best_x = -1.0, None
+    for x in np.asarray(starts, dtype=float):
+        x = np.array(x)
+        value = float(np.linalg.norm(net.gradients(x[None])[0]))
+        for _ in range(rounds):
+            if time.perf_counter() > deadline:
+                break
+            g = net.gradients(x[None])[0]
+            u = g / (np.linalg.norm(g) + 1e-300)
+            benefit = D @ u
+            h = W @ x + net.biases[0]
+            want = np.where((benefit > 0) & (h <= 0), 1.0, np.where((benefit < 0) & (h > 0), -1.0, 0.0))
+            weight = np.abs(benefit) / (np.abs(h) / wn + 1e-3 * scale)
+            cands = [(want * weight / wn) @ W, g]
+            cands += [rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
+            improved = False
+            span = 10 * (scale + float(np.linalg.norm(x)))
+            for v in cands:
+                nv = np.linalg.norm(v)
+                if nv == 0:
+                    continue
+                v = v / nv
+                t0, t1 = _segment(domain, x, v, span)
+                if t1 <= t0:
+                    continue
+                val, xn = _line_best(net, x, v, t0, t1)
+                if val > value * (1 + 1e-12):
+                    value, x, improved = val, xn, True
+            if not improved:
+                break
+        if value > best_value:
+            best_value, best_x = value, x
+    return best_value, best_x
+
+
+def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Generator, rounds: int = 20,
+              directions: int = 6, samples: int = 256, deadline: float = math.inf) -> tuple[float, np.ndarray | None]:
+    """Any network: hill-climb along lines (the gradient direction and random ones), scoring ``samples``
+    points per line with the exact float64 gradient; moves to the best point seen."""
+    best_value, best_x = -1.0, None
+    for x in np.asarray(starts, dtype=float):
+        x = np.array(x)
+        value = float(np.linalg.norm(net.gradients(x[None])[0]))
+        span = 3.0 * (1.0 + float(np.linalg.norm(x)))
+        for _ in range(rounds):
+            if time.perf_counter() > deadline:
+                break
+            g = net.gradients(x[None])[0]
+            improved = False
+            for v in [g] + [rng.standard_normal(net.d) for _ in range(directions - 1)]:
+                nv = np.linalg.norm(v)
+                if nv == 0:
+                    continue
+                v = v / nv
+                t0, t1 = _segment(domain, x, v, span)
+                if t1 <= t0:
+                    continue
+                ts = np.concatenate([np.linspace(t0, t1, samples), rng.uniform(t0, t1, samples // 4)])
+                pts = x + ts[:, None] * v
+                if domain.kind == "sphere":
+                    pts = domain.radius * pts / np.linalg.norm(pts, axis=1, keepdims=True)
+                G = net.gradients(pts)
+                if domain.kind == "sphere":
+                    U = pts / np.linalg.norm(pts, axis=1, keepdims=True)
+                    G = G - np.sum(G * U, axis=1, keepdims=True) * U
+                norms = np.linalg.norm(G, axis=1)
+                i = int(np.argmax(norms))
+                if norms[i] > value * (1 + 1e-12):
+                    value, x, improved = float(norms[i]), pts[i], True
+            if not improved:
+                span *= 0.5
+                if span < 1e-3:
+                    break
+        if value > best_value:
+            best_value, best_x = value, x
+    return best_value, best_x

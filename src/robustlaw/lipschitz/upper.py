@@ -8,23 +8,22 @@ contains each neuron's slope on the domain:
 - ``spectral``: ||W_L|| prod_i ||diag(m_i) W_i||, m_i = max(|lo|, |hi|) (for ReLU on R^d this
   is the product of spectral norms; for two layers BLN20's proxy ||a|| ||W||);
 - ``path``: two-layer only, sum_j |a_j| m_j ||w_j||;
-- ``vertices``: two-layer only, max over the vertices of the slope box of ||W^T (a * s)||, which is
-  exact for the all-pattern relaxation (the objective is convex in s, so the box maximum is at
-  a vertex); enumerated when at most ``max_free`` neurons are not stable.
+- ``shor``: two-layer only, the Shor (max-cut SDP) dual bound of the all-pattern problem
+  max_{s in box vertices} ||g0 + D^T s||, certified for the multipliers found by a few quasi-Newton
+  steps: any multipliers give a valid bound, checked with an exact eigenvalue in float64.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
+from scipy.optimize import minimize
 
-from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain
-from robustlaw.models import Power
+from robustlaw.lipschitz.network import Net, as_net
 
 
 @dataclass(frozen=True)
@@ -33,141 +32,180 @@ class UpperBound:
     method: str
 
 
-def affine_layers(model: nn.Module) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[nn.Module]]:
-    """Split a Sequential of Linear layers and activations into [(W_i, b_i)] and the activations between."""
-    if not isinstance(model, nn.Sequential):
-        raise RobustlawError(f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}")
-    layers, acts = [], []
-    expect_linear = True
-    for module in model:
-        if isinstance(module, nn.Linear) == expect_linear:
-            if expect_linear:
-                W = module.weight.detach().double().numpy()
-                b = module.bias.detach().double().numpy() if module.bias is not None else np.zeros(W.shape[0])
-                layers.append((W, b))
-            else:
-                acts.append(module)
-            expect_linear = not expect_linear
-        elif isinstance(module, nn.Identity):
-            continue
-        else:
-            raise RobustlawError(f"unsupported layer order at {type(module).__name__}: expected Linear and activation layers alternating")
-    if not layers or expect_linear:
-        raise RobustlawError("the network must end with a Linear layer")
-    if layers[-1][0].shape[0] != 1:
-        raise RobustlawError(f"the last layer must have one output, got {layers[-1][0].shape[0]}")
-    return layers, acts
-
-
-def slope_box(act: nn.Module, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds on act'(t) for t in [lo, hi] (elementwise); lo = -inf, hi = +inf means unbounded."""
-    if isinstance(act, nn.ReLU):
-        return (lo >= 0).astype(float), (hi > 0).astype(float)
-    if isinstance(act, nn.LeakyReLU):
-        s = act.negative_slope
-        return np.where(lo >= 0, 1.0, s), np.where(hi > 0, 1.0, s)
-    if isinstance(act, nn.Tanh):
-        nearest = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
-        farthest = np.maximum(np.abs(lo), np.abs(hi))
-        return 1 - np.tanh(farthest) ** 2, 1 - np.tanh(nearest) ** 2
-    if isinstance(act, nn.Softplus):
-        sig = lambda t: 1 / (1 + np.exp(-act.beta * np.clip(t, -1e6, 1e6)))  # noqa: E731
-        return sig(lo), sig(hi)
-    if isinstance(act, Power):
-        q = act.q
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-            inf = np.full_like(lo, np.inf)
-            return -inf, inf
-        grid = np.stack([lo, hi, np.clip(0.0, lo, hi)])
-        values = q * grid ** (q - 1)
-        return values.min(axis=0), values.max(axis=0)
-    raise RobustlawError(f"no slope bound known for activation {type(act).__name__}")
-
-
-def _apply_range(act: nn.Module, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Output range of a monotone (or even-power) activation over [lo, hi]."""
-    if isinstance(act, Power):
-        grid = np.stack([lo, hi, np.clip(0.0, lo, hi)]) ** act.q
-        return grid.min(axis=0), grid.max(axis=0)
-    with torch.no_grad():
-        f = lambda t: act(torch.as_tensor(t)).numpy()  # noqa: E731
-        return f(lo), f(hi)
-
-
-def slope_boxes(layers, acts, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per hidden layer, a box containing every neuron's slope on ``domain`` (interval propagation)."""
-    d = layers[0][0].shape[1]
-    ball = domain.bounding_ball(d)
-    boxes = []
+def preactivation_bounds(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per hidden layer, interval bounds on the pre-activations over the domain (infinite on R^d)."""
+    ball = domain.bounding_ball(net.d)
+    out = []
     if ball is None:
-        lo = hi = None
-    else:
-        c, r = ball
-        W, b = layers[0]
-        mid, rad = W @ c + b, r * np.linalg.norm(W, axis=1)
-        lo, hi = mid - rad, mid + rad
-    for i, act in enumerate(acts):
-        if lo is None:
-            inf = np.full(layers[i][0].shape[0], np.inf)
-            lo_i, hi_i = -inf, inf
-        else:
-            lo_i, hi_i = lo, hi
-        boxes.append(slope_box(act, lo_i, hi_i))
-        if lo is not None and i + 1 < len(layers):
-            out_lo, out_hi = _apply_range(act, lo_i, hi_i)
-            W, b = layers[i + 1]
-            mid, rad = (out_lo + out_hi) / 2, (out_hi - out_lo) / 2
+        for w in net.widths:
+            inf = np.full(w, np.inf)
+            out.append((-inf, inf))
+        return out
+    c, r = ball
+    W, b = net.weights[0], net.biases[0]
+    mid, rad = W @ c + b, r * np.linalg.norm(W, axis=1)
+    lo, hi = mid - rad, mid + rad
+    for i, act in enumerate(net.acts):
+        out.append((lo, hi))
+        if i + 1 < len(net.acts):
+            olo, ohi = act.value_range(lo, hi)
+            W, b = net.weights[i + 1], net.biases[i + 1]
+            mid, rad = (olo + ohi) / 2, (ohi - olo) / 2
             lo, hi = W @ mid + b - np.abs(W) @ rad, W @ mid + b + np.abs(W) @ rad
-    return boxes
+    return out
 
 
-def spectral_bound(layers, boxes) -> float:
+def slope_boxes(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per hidden layer, a box containing every neuron's slope on ``domain``."""
+    return [act.slope_range(lo, hi) for act, (lo, hi) in zip(net.acts, preactivation_bounds(net, domain))]
+
+
+def spectral_bound(net: Net, boxes) -> float:
     """||W_L|| prod_i ||diag(m_i) W_i||_op with m_i the largest |slope| per neuron."""
-    value = np.linalg.norm(layers[-1][0], 2)
-    for (W, _), (lo, hi) in zip(layers[:-1], boxes):
+    value = np.linalg.norm(net.weights[-1], 2)
+    for W, (lo, hi) in zip(net.weights[:-1], boxes):
         m = np.maximum(np.abs(lo), np.abs(hi))
         if not np.isfinite(m).all():
-            return float("inf")
+            return math.inf
         value *= np.linalg.norm(m[:, None] * W, 2)
     return float(value)
 
 
-def path_bound(layers, boxes) -> float:
+def path_bound(net: Net, boxes) -> float:
     """Two-layer: sum_j |a_j| m_j ||w_j||."""
-    (W, _), (a, _) = layers
+    W, a = net.weights[0], net.weights[1][0]
     lo, hi = boxes[0]
     m = np.maximum(np.abs(lo), np.abs(hi))
-    return float(np.sum(np.abs(a[0]) * m * np.linalg.norm(W, axis=1)))
+    return float(np.sum(np.abs(a) * m * np.linalg.norm(W, axis=1)))
 
 
-def vertex_bound(layers, boxes, max_free: int = 16) -> float | None:
-    """Two-layer: max over slope-box vertices of ||W^T (a * s)||, or None if too many free neurons."""
-    (W, _), (a, _) = layers
+def all_pattern_parts(net: Net, boxes) -> tuple[np.ndarray, np.ndarray]:
+    """Two-layer: grad = g0 + D^T s over s in {0,1}^m (the free neurons), from the slope boxes."""
+    W, a = net.weights[0], net.weights[1][0]
     lo, hi = boxes[0]
+    G = a[:, None] * W
+    g0 = G.T @ lo
+    free = np.flatnonzero((hi - lo) * np.abs(a) * np.linalg.norm(W, axis=1) > 0)
+    D = G[free] * (hi - lo)[free, None]
+    return g0, D
+
+
+def _shor_matrix(g0: np.ndarray, D: np.ndarray) -> np.ndarray:
+    h = g0 + D.sum(axis=0) / 2
+    B = np.vstack([h[None, :], D / 2])
+    return B[np.einsum("ij,ij->i", B, B) > 0]
+
+
+def _shor_value(B: np.ndarray, theta: np.ndarray) -> float:
+    w = np.exp(theta - theta.max())
+    return float(np.sum(1 / w) * np.linalg.eigvalsh((B * w[:, None]).T @ B)[-1])
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _shor_tune(B: np.ndarray, theta: np.ndarray, deadline: float, schedule=(10, 30, 100, 300, 1000, 3000),
+               iters: int = 200) -> np.ndarray:
+    """Quasi-Newton on a soft maximum of the eigenvalues, sharpened step by step; every evaluation
+    also yields the exact bound at its point, and the best point seen is returned (anytime)."""
+    best = {"theta": theta, "value": _shor_value(B, theta)}
+
+    def fg(th, beta0):
+        if time.perf_counter() > deadline:
+            raise _Timeout
+        w = np.exp(th - th.max())
+        lam, vec = np.linalg.eigh((B * w[:, None]).T @ B)
+        top = lam[-1]
+        s = np.sum(1 / w)
+        if np.isfinite(top) and s * top < best["value"]:
+            best["theta"], best["value"] = th.copy(), s * top
+        beta = beta0 / max(top, 1e-300)
+        p = np.exp(beta * (lam - top))
+        soft = top + np.log(p.sum()) / beta
+        p /= p.sum()
+        proj = ((B @ vec) ** 2) @ p
+        return math.log(s) + math.log(soft), -(1 / w) / s + w * proj / soft
+
+    for beta0 in schedule:
+        try:
+            minimize(fg, best["theta"], args=(beta0,), jac=True, method="L-BFGS-B", options={"maxiter": iters})
+        except _Timeout:
+            break
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            break
+    return best["theta"]
+
+
+def shor_bound(g0: np.ndarray, D: np.ndarray, deadline: float = math.inf, split: int = 0) -> float:
+    """A certified bound on max_{s in {0,1}^m} ||g0 + D^T s|| (equivalently over the box [0,1]^m).
+
+    With s = (1 + e)/2, e in {-1,1}^m, and a homogenising sign e0, the square is ||B^T z||^2 over
+    z in {-1,1}^{m+1}, B = [g0 + D^T 1/2 ; D/2]. The Shor (max-cut SDP) dual: for any w > 0,
+    diag(1/w) / lambda_max(B^T diag(w) B) dominates B B^T (Schur complement), so
+    ||B^T z||^2 <= sum_i (1/w_i) * lambda_max(B^T diag(w) B). This works in the r x r space of the
+    gradient, not the (m+1) x (m+1) space of the neurons; any w gives a valid bound (it reaches the
+    value of LipSDP-Neuron, the same relaxation), and w is tuned by quasi-Newton steps on log w.
+    ``split`` > 0 branches on that many of the largest neurons (each on or off) and takes the max
+    over the branches, which can only lower the bound.
+    """
+    m = D.shape[0]
+    if m == 0:
+        return float(np.linalg.norm(g0))
+    B = _shor_matrix(g0, D)
+    if len(B) == 0:
+        return 0.0
+    theta = _shor_tune(B, -np.log(np.linalg.norm(B, axis=1)), deadline)
+    best = _shor_value(B, theta)
+    if split > 0 and m > split and time.perf_counter() < deadline:
+        order = np.argsort(-np.linalg.norm(D, axis=1))
+        fixed, rest = order[:split], order[split:]
+        Dr = D[rest]
+        branch_max = 0.0
+        for bits in range(2**split):
+            on = fixed[[(bits >> i) & 1 == 1 for i in range(split)]]
+            Bb = _shor_matrix(g0 + D[on].sum(axis=0), Dr)
+            th = _shor_tune(Bb, -np.log(np.linalg.norm(Bb, axis=1)), deadline, schedule=(30, 300, 3000), iters=100)
+            branch_max = max(branch_max, _shor_value(Bb, th))
+            if time.perf_counter() > deadline or branch_max >= best:
+                branch_max = math.inf
+                break
+        best = min(best, branch_max)
+    # certify in float64: eigvalsh's absolute error is about r eps ||M||; 1e-9 relative covers it
+    return float(math.sqrt(max(best, 0.0)) * (1 + 1e-9))
+
+
+def tail_shor_bound(net: Net, boxes, deadline: float = math.inf, split: int = 0) -> float:
+    """Deep nets: grad = W_1^T D_1 ... W_{L-2}^T D_{L-2} v with v = W_{L-1}^T D_{L-1} w_L, so
+    ||grad|| <= prod_{i <= L-2} ||diag(m_i) W_i|| * max_{D_{L-1}} ||v||, the last factor a two-layer
+    all-pattern problem bounded by :func:`shor_bound`."""
+    head = 1.0
+    for W, (lo, hi) in zip(net.weights[:-2], boxes[:-1]):
+        m = np.maximum(np.abs(lo), np.abs(hi))
+        if not np.isfinite(m).all():
+            return math.inf
+        head *= np.linalg.norm(m[:, None] * W, 2)
+    lo, hi = boxes[-1]
     if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-        return None
-    free = np.flatnonzero(lo != hi)
-    if len(free) > max_free:
-        return None
-    G = W * a[0][:, None]  # row j: a_j w_j
-    fixed = G.T @ lo
-    delta = (G[free] * (hi - lo)[free, None])  # moving neuron j from lo to hi adds this row
-    best = np.linalg.norm(fixed)
-    for bits in itertools.product((0.0, 1.0), repeat=len(free)):
-        best = max(best, np.linalg.norm(fixed + np.asarray(bits) @ delta))
-    return float(best)
+        return math.inf
+    W, a = net.weights[-2], net.weights[-1][0]
+    G = a[:, None] * W
+    free = np.flatnonzero(hi > lo)
+    return float(head * shor_bound(G.T @ lo, G[free] * (hi - lo)[free, None], deadline, split=split))
 
 
-def upper_bound(model: nn.Module, domain: Domain = Domain(), max_free: int = 16) -> UpperBound:
+def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, split: int = 0) -> UpperBound:
     """The smallest of the sound bounds above for ``model`` on ``domain`` (a certificate)."""
-    layers, acts = affine_layers(model)
-    boxes = slope_boxes(layers, acts, domain)
-    candidates = {"spectral": spectral_bound(layers, boxes)}
-    if len(layers) == 2:
-        candidates["path"] = path_bound(layers, boxes)
-        vertex = vertex_bound(layers, boxes, max_free)
-        if vertex is not None:
-            candidates["vertices"] = vertex
+    net = as_net(model)
+    boxes = slope_boxes(net, domain)
+    candidates = {"spectral": spectral_bound(net, boxes)}
+    if net.depth == 2:
+        candidates["path"] = path_bound(net, boxes)
+        g0, D = all_pattern_parts(net, boxes)
+        if np.isfinite(D).all() and np.isfinite(g0).all():
+            candidates["shor"] = shor_bound(g0, D, deadline, split=split)
+    elif net.depth > 2 and time.perf_counter() < deadline:
+        candidates["spectral+shor-tail"] = tail_shor_bound(net, boxes, deadline, split)
     method = min(candidates, key=candidates.get)
     # floating-point slack: the bound is computed in float64 from float32/64 weights
     return UpperBound(value=candidates[method] * (1 + 1e-9), method=method)

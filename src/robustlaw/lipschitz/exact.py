@@ -1,0 +1,440 @@
+"""Exact Lipschitz constants of two-layer piecewise-linear networks by covering activation patterns.
+
+For f(x) = sum_j a_j act(<w_j, x> + b_j) + c with act = ReLU or LeakyReLU(alpha), the gradient on
+the cell with activation pattern s in {0,1}^k is g(s) = g0 + D^T s, g0 = alpha sum_j a_j w_j,
+D_j = (1 - alpha) a_j w_j. Lip(f on a convex domain) = max over the cells meeting the domain's
+interior of ||g(s)||. Two exact methods, each sound when it finishes:
+
+- :func:`flat_enumeration` (few dimensions): every cell of an arrangement whose normals span
+  R^r has a vertex, so on R^d the patterns of all cells appear around the C(k, r) vertices; on a ball,
+  every cell meeting the ball touches it at a vertex inside, or at the projection of the centre onto
+  some flat of fewer than r hyperplanes (the minimal face of the cell that meets the ball).
+- :func:`sorted_patterns` (few neurons, any dimension): all 2^k patterns in decreasing order of
+  ||g(s)||; the first one whose cell is not proven empty by a linear programme is the maximum.
+  An empty cell's LP dual names a small infeasible subset of its sign constraints, which removes every
+  pattern sharing those signs at once.
+
+Neurons that are stable on a bounded domain are folded into g0 first, and the input is reduced to
+the row space of W, so both methods see only what can change.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linprog, nnls
+
+from robustlaw.lipschitz.network import Net
+
+Array = np.ndarray
+
+
+@dataclass
+class Problem:
+    """A two-layer PWL net on a domain, reduced: y = V^T x, free neurons only.
+
+    ||grad f|| = sqrt(perp2 + ||g0 + D^T s||^2) for the pattern s of the free neurons, whose
+    pre-activations are W y + b (W: (k, r)). ``center``/``radius`` describe the domain in y
+    (radius None: all of R^r).
+    """
+
+    W: Array
+    b: Array
+    D: Array
+    g0: Array
+    perp2: float
+    V: Array
+    x_offset: Array  # x = V y + x_offset maps a reduced point back into the input space
+    center: Array
+    radius: float | None
+    free: Array  # indices of the free neurons in the original layer
+
+    @property
+    def k(self) -> int:
+        return self.W.shape[0]
+
+    @property
+    def r(self) -> int:
+        return self.W.shape[1]
+
+    def norms(self, patterns: Array) -> Array:
+        """||grad|| for rows of 0/1 patterns (n, k)."""
+        g = self.g0 + patterns @ self.D
+        return np.sqrt(self.perp2 + np.einsum("ij,ij->i", g, g))
+
+    def to_x(self, y: Array) -> Array:
+        return self.V @ y + self.x_offset
+
+
+def two_layer_problem(net: Net, center: Array | None = None, radius: float | None = None) -> Problem:
+    """Reduce a two-layer ReLU/LeakyReLU ``net`` on the ball (center, radius) (radius None: R^d)."""
+    assert net.is_two_layer_pwl
+    W, b = net.weights[0], net.biases[0]
+    a = net.weights[1][0]
+    alpha = net.acts[0].low_slope
+    d = net.d
+    c = np.zeros(d) if center is None else np.asarray(center, dtype=float)
+    G = a[:, None] * W
+    g0 = alpha * G.sum(axis=0)
+    D = (1 - alpha) * G
+    active = (np.abs(D).sum(axis=1) > 0) & (np.abs(W).sum(axis=1) > 0)
+    if radius is not None:
+        h = W @ c + b
+        spread = radius * np.linalg.norm(W, axis=1)
+        on = active & (h - spread > 0)
+        g0 = g0 + D[on].sum(axis=0)
+        active &= (h + spread > 0) & ~on
+    free = np.flatnonzero(active)
+    Wf, bf, Df = W[free], b[free], D[free]
+    if len(free):
+        _, s, Vt = np.linalg.svd(Wf, full_matrices=False)
+        rank = int(np.sum(s > s[0] * 1e-10)) if s.size else 0
+        V = Vt[:rank].T
+    else:
+        V = np.zeros((d, 0))
+    g_in = V.T @ g0
+    perp2 = float(max(g0 @ g0 - g_in @ g_in, 0.0))
+    x_offset = c - V @ (V.T @ c) if radius is not None else np.zeros(d)
+    return Problem(W=Wf @ V, b=bf, D=Df @ V, g0=g_in, perp2=perp2, V=V, x_offset=x_offset,
+                   center=V.T @ c, radius=radius, free=free)
+
+
+@dataclass
+class ExactResult:
+    """upper is sound when ``complete``; lower is attained at ``witness`` (input space)."""
+
+    upper: float
+    lower: float
+    witness: Array | None
+    complete: bool
+    method: str
+    info: dict = field(default_factory=dict)
+
+    @property
+    def exact(self) -> bool:
+        return self.complete and self.witness is not None and self.upper <= self.lower * (1 + 1e-6)
+
+
+def _bits(m: int) -> Array:
+    return ((np.arange(2**m)[:, None] >> np.arange(m)) & 1).astype(float)
+
+
+def flat_cost(k: int, r: int, bounded: bool) -> int:
+    sizes = range(min(k, r) + 1) if bounded else [min(k, r)]
+    return int(sum(math.comb(k, m) * 2**m for m in sizes))
+
+
+def _verify_pattern(P: Problem, y: Array, pattern: Array) -> bool:
+    h = P.W @ y + P.b
+    if not np.all(np.where(pattern > 0, h > 0, h < 0)):
+        return False
+    if P.radius is not None and np.linalg.norm(y - P.center) > P.radius:
+        return False
+    return True
+
+
+def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = math.inf, top: int = 64) -> ExactResult | None:
+    """Exact max over all cells meeting the domain via vertices / projections onto flats (see module doc).
+
+    Returns None when the work exceeds ``budget`` patterns or the deadline passes first.
+    """
+    k, r = P.k, P.r
+    bounded = P.radius is not None
+    if r == 0 or k == 0:
+        value = math.sqrt(P.perp2 + P.g0 @ P.g0)
+        return ExactResult(value, value, P.to_x(P.center), True, "exact:constant")
+    if flat_cost(k, r, bounded) > budget:
+        return None
+    sizes = range(r + 1) if bounded else [r]
+    wn = np.linalg.norm(P.W, axis=1)
+    best: list[tuple[float, Array, tuple, Array]] = []  # (value, point, subset, beta)
+    upper2 = -1.0
+    degenerate = 0
+    for m in sizes:
+        if m > k:
+            break
+        B = _bits(m)
+        chunk = max(1, 2_000_000 // (2**m * max(r, k)))
+        combos = itertools.combinations(range(k), m)
+        while True:
+            if time.perf_counter() > deadline:
+                return None
+            S = np.array(list(itertools.islice(combos, chunk)), dtype=np.int64)
+            if len(S) == 0:
+                break
+            S = S.reshape(len(S), m)
+            if len(S) == 0:
+                break
+            if m == 0:
+                pts = P.center[None, :]
+                ok = np.ones(1, dtype=bool)
+            else:
+                WS, bS = P.W[S], P.b[S]  # (C, m, r), (C, m)
+                if bounded:
+                    gram = WS @ WS.transpose(0, 2, 1)
+                    cond = np.linalg.cond(gram)
+                    ok = cond < 1e12
+                    gram[~ok] = np.eye(m)
+                    rhs = np.einsum("cmr,r->cm", WS, P.center) + bS
+                    lam = np.linalg.solve(gram, rhs[..., None])[..., 0]
+                    pts = P.center - np.einsum("cmr,cm->cr", WS, lam)
+                    ok &= np.linalg.norm(pts - P.center, axis=1) <= P.radius * (1 + 1e-12)
+                else:
+                    cond = np.linalg.cond(WS)
+                    ok = cond < 1e12
+                    WS = WS.copy()
+                    WS[~ok] = np.eye(m)
+                    pts = np.linalg.solve(WS, -bS[..., None])[..., 0]
+            if not ok.any():
+                continue
+            pts, S = pts[ok], S[ok]
+            h = pts @ P.W.T + P.b  # (C, k)
+            tol = 1e-9 * (wn * (1 + np.linalg.norm(pts, axis=1, keepdims=True)) + np.abs(P.b))
+            amb = np.abs(h) <= tol
+            sig = (h > 0).astype(float)
+            if m:
+                rows = np.arange(len(S))[:, None]
+                amb[rows, S] = False
+                sig[rows, S] = 0.0
+            base = P.g0 + sig @ P.D  # (C, r)
+            add = np.einsum("bm,cmr->cbr", B, P.D[S]) if m else np.zeros((len(S), 1, r))
+            g = base[:, None, :] + add
+            vals2 = P.perp2 + np.einsum("cbr,cbr->cb", g, g)
+            bad = np.flatnonzero(amb.any(axis=1))
+            for i in bad:  # hyperplanes through the point beyond the flat's own: take every sign (a superset)
+                extra = np.flatnonzero(amb[i])
+                degenerate += 1
+                T = np.concatenate([S[i], extra])
+                if len(T) > 18:
+                    return None
+                basei = P.g0 + (sig[i] * ~amb[i]) @ P.D
+                gi = basei + _bits(len(T)) @ P.D[T]
+                upper2 = max(upper2, float(np.max(P.perp2 + np.einsum("ij,ij->i", gi, gi))))
+                vals2[i] = -1.0  # its witnessable patterns are not trusted; the superset value counts for upper
+            flat = vals2.reshape(-1)
+            cmax = float(flat.max())
+            upper2 = max(upper2, cmax)
+            n_top = min(top, flat.size)
+            idx = np.argpartition(-flat, n_top - 1)[:n_top]
+            for j in idx:
+                if flat[j] < 0:
+                    continue
+                c, bi = divmod(int(j), 2**m)
+                best.append((math.sqrt(flat[j]), pts[c], tuple(S[c]), B[bi]))
+            best.sort(key=lambda t: -t[0])
+            del best[top:]
+    upper = math.sqrt(max(upper2, 0.0))
+    for value, p, S, beta in best:
+        y = _witness_near(P, p, list(S), beta)
+        if y is None:
+            continue
+        pattern = (P.W @ y + P.b > 0).astype(float)
+        val = float(P.norms(pattern[None])[0])
+        return ExactResult(upper, val, P.to_x(y), True, "exact:vertices" if not bounded else "exact:flats",
+                           {"degenerate_points": degenerate})
+    return ExactResult(upper, 0.0, None, True, "exact:vertices", {"degenerate_points": degenerate})
+
+
+def _witness_near(P: Problem, p: Array, S: list[int], beta: Array) -> Array | None:
+    """A point of the open cell with signs ``beta`` on the hyperplanes S through p (others as at p)."""
+    target = np.where(P.W @ p + P.b > 0, 1.0, 0.0)
+    if S:
+        target[S] = beta
+        WS = P.W[S]
+        delta = np.linalg.lstsq(WS, 2 * beta - 1, rcond=None)[0]
+    else:
+        delta = np.zeros(P.r)
+    h = P.W @ p + P.b
+    others = np.ones(P.k, dtype=bool)
+    others[S] = False
+    slope = P.W @ delta
+    with np.errstate(divide="ignore", invalid="ignore"):
+        limits = np.abs(h[others]) / np.abs(slope[others])
+    eps = 0.5 * float(np.min(limits, initial=np.inf))
+    scale = 1.0 + np.linalg.norm(p)
+    nd = float(np.linalg.norm(delta))
+    if nd > 0:
+        eps = min(eps, scale / nd)
+        if P.radius is not None:
+            room = P.radius - np.linalg.norm(p - P.center)
+            eps = min(eps, 0.5 * room / nd) if room > 0 else 0.0
+    if not np.isfinite(eps):
+        eps = 0.0
+    for shrink in (1.0, 0.1, 0.01):
+        y = p + shrink * eps * delta
+        if _verify_pattern(P, y, target):
+            return y
+    return _lp_point(P, target)
+
+
+def _cell_lp(P: Problem, pattern: Array, rows: Array | None = None):
+    """max t s.t. every sign constraint of ``pattern`` holds with margin t (box around a ball domain).
+
+    Returns (t*, y*, core): core = the constraint rows with nonzero duals (an infeasible subsystem if t* < 0).
+    """
+    rows = np.arange(P.k) if rows is None else rows
+    s = np.where(pattern[rows] > 0, 1.0, -1.0)
+    Wr = P.W[rows]
+    wn = np.linalg.norm(Wr, axis=1)
+    A = np.hstack([-s[:, None] * Wr / wn[:, None], np.ones((len(rows), 1))])
+    ub = s * P.b[rows] / wn
+    scale = 1.0 + float(np.max(np.abs(P.b / np.linalg.norm(P.W, axis=1)), initial=0.0))
+    if P.radius is not None:
+        bounds = [(ci - P.radius, ci + P.radius) for ci in P.center] + [(None, P.radius)]
+    else:
+        bounds = [(None, None)] * P.r + [(None, scale)]
+    c = np.zeros(P.r + 1)
+    c[-1] = -1.0
+    res = linprog(c, A_ub=A, b_ub=ub, bounds=bounds, method="highs")
+    if res.status != 0:
+        return None, None, None
+    marg = np.abs(res.ineqlin.marginals)
+    core = rows[marg > 1e-9 * max(marg.max(initial=0.0), 1e-300)]
+    return -res.fun, res.x[:-1], core
+
+
+def _ldp(P: Problem, pattern: Array, margin: float):
+    """Nearest point to the centre of {y: sign constraints hold with ``margin``} (Lawson-Hanson LDP via NNLS).
+
+    Returns (distance, point, support) or (inf, None, support) when infeasible.
+    """
+    s = np.where(pattern > 0, 1.0, -1.0)
+    wn = np.linalg.norm(P.W, axis=1)
+    G = s[:, None] * P.W / wn[:, None]
+    h = margin - s * (P.W @ P.center + P.b) / wn
+    E = np.vstack([G.T, h[None, :]])
+    f = np.zeros(P.r + 1)
+    f[-1] = 1.0
+    u, _ = nnls(E, f, maxiter=50 * (P.k + P.r + 10))
+    resid = E @ u - f
+    support = np.flatnonzero(u > 1e-12)
+    if abs(resid[-1]) < 1e-12:
+        return math.inf, None, support
+    z = -resid[:-1] / resid[-1]
+    return float(np.linalg.norm(z)), P.center + z, support
+
+
+def _lp_point(P: Problem, pattern: Array) -> Array | None:
+    t, y, _ = _cell_lp(P, pattern)
+    if t is None or t <= 0:
+        return None
+    if P.radius is not None:
+        dist, y2, _ = _ldp(P, pattern, min(t / 2, 1e-6 * (1 + P.radius)))
+        if y2 is None or dist > P.radius * (1 - 1e-12):
+            return None
+        y = y2
+    return y if _verify_pattern(P, y, pattern) else None
+
+
+def classify_cell(P: Problem, pattern: Array, tol: float = 1e-9):
+    """('realizable', y) | ('empty', core) | ('unknown', None) for the open cell of ``pattern`` in the domain."""
+    t, y, core = _cell_lp(P, pattern)
+    if t is None:
+        return "unknown", None
+    scale = 1.0 + (P.radius or 0.0) + float(np.linalg.norm(P.center))
+    if t < -tol * scale:
+        # re-check the subsystem the duals name before using it to discard other patterns
+        if len(core) < P.k:
+            t2, _, _ = _cell_lp(P, pattern, core)
+            if t2 is None or t2 >= -tol * scale:
+                core = np.arange(P.k)
+        return "empty", core
+    if t <= tol * scale:
+        return "unknown", None
+    if P.radius is None:
+        return ("realizable", y) if _verify_pattern(P, y, pattern) else ("unknown", None)
+    dist, y2, _ = _ldp(P, pattern, min(t / 2, 1e-6 * scale))
+    if y2 is not None and dist <= P.radius * (1 - 1e-12) and _verify_pattern(P, y2, pattern):
+        return "realizable", y2
+    dist0, _, support = _ldp(P, pattern, 0.0)
+    if dist0 > P.radius * (1 + 1e-9):
+        return "empty", support if len(support) else np.arange(P.k)
+    return "unknown", None
+
+
+def pattern_values(P: Problem, codes: Array) -> Array:
+    """||grad|| for patterns given as integer bit codes (bit j = neuron j)."""
+    Q = P.D @ P.D.T
+    lin = 2 * (P.D @ P.g0)
+    const = P.perp2 + P.g0 @ P.g0
+    out = np.empty(len(codes))
+    shifts = np.arange(P.k, dtype=np.uint32)
+    for s in range(0, len(codes), 1 << 16):
+        bits = ((codes[s:s + (1 << 16), None] >> shifts) & 1).astype(float)
+        out[s:s + len(bits)] = const + bits @ lin + np.einsum("ij,ij->i", bits @ Q, bits)
+    return np.sqrt(np.maximum(out, 0.0))
+
+
+def sorted_patterns(P: Problem, deadline: float = math.inf, max_k: int = 22) -> ExactResult | None:
+    """All 2^k patterns by decreasing gradient norm; the first whose cell is not proven empty is the max.
+
+    Anytime: when the deadline passes, ``upper`` is the value of the first pattern not yet proven
+    empty (sound) and ``complete`` is False only in the sense that lower may be below it.
+    """
+    k = P.k
+    if k > max_k:
+        return None
+    if k == 0 or P.r == 0:
+        value = math.sqrt(P.perp2 + P.g0 @ P.g0)
+        return ExactResult(value, value, P.to_x(P.center), True, "exact:constant")
+    codes = np.arange(2**k, dtype=np.uint32)
+    values = pattern_values(P, codes)
+    order = np.argsort(-values, kind="stable")
+    codes_s, values_s = codes[order], values[order]
+    del codes, values, order
+    alive = np.ones(len(codes_s), dtype=bool)
+    shifts = np.arange(k, dtype=np.uint32)
+    upper = None
+    pos, lps = 0, 0
+    witness, lower = None, 0.0
+    while pos < len(codes_s):
+        nxt = int(np.argmax(alive[pos:]))
+        if not alive[pos + nxt]:
+            break
+        pos += nxt
+        if time.perf_counter() > deadline:
+            upper = upper if upper is not None else float(values_s[pos])
+            return ExactResult(upper, lower, witness, True, "patterns:partial", {"lps": lps})
+        pattern = ((codes_s[pos] >> shifts) & 1).astype(float)
+        status, obj = classify_cell(P, pattern)
+        lps += 1
+        if status == "empty":
+            mask = np.uint32(np.bitwise_or.reduce(np.uint32(1) << obj.astype(np.uint32)))
+            bits = np.uint32(np.bitwise_or.reduce(np.uint32(codes_s[pos]) & (np.uint32(1) << obj.astype(np.uint32))))
+            alive[pos:] &= (codes_s[pos:] & mask) != bits
+            alive[pos] = False
+            continue
+        if upper is None:
+            upper = float(values_s[pos])
+        if status == "realizable":
+            witness, lower = P.to_x(obj), float(values_s[pos])
+            break
+        pos += 1
+    if upper is None:  # every cell empty: cannot happen for a nonempty domain; be safe
+        return None
+    return ExactResult(upper * (1 + 1e-12), lower, witness, True, "exact:patterns", {"lps": lps})
+
+
+def exact_two_layer(net: Net, center: Array | None = None, radius: float | None = None,
+                    deadline: float = math.inf, budget: int = 30_000_000) -> ExactResult | None:
+    """The exact Lipschitz constant of a two-layer ReLU/LeakyReLU net on R^d (radius None) or a ball,
+    by whichever covering method is cheaper; None if neither fits the budget."""
+    P = two_layer_problem(net, center, radius)
+    choices = []
+    cost = flat_cost(P.k, P.r, radius is not None)
+    if cost <= budget:
+        choices.append((cost, "flats"))
+    if P.k <= 22:
+        # expected LP count is small when most patterns are realizable; the enumeration itself is 2^k
+        frac = sum(math.comb(P.k, i) for i in range(min(P.r, P.k) + 1)) / 2**P.k
+        choices.append((2**P.k * 4 + 2000 / max(frac, 1e-6), "patterns"))
+    for _, how in sorted(choices):
+        result = flat_enumeration(P, budget, deadline) if how == "flats" else sorted_patterns(P, deadline)
+        if result is not None:
+            result.info.update(free=P.k, rank=P.r)
+            return result
+    return None

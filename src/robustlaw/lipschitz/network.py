@@ -1,0 +1,347 @@
+"""One float64 view of a feed-forward network, whatever it came from.
+
+Every Lipschitz method works on a :class:`Net`: affine layers ``x -> W_i x + b_i`` with an
+elementwise activation between consecutive layers and a scalar output. A :class:`Net` is built
+from a ``torch.nn.Sequential`` (any robustlaw model, or any Sequential of ``Linear`` layers and
+supported activations) with :func:`from_torch`, or from an interchange file with :func:`load_npz`:
+an ``.npz`` holding ``W1, b1, ..., WL, bL`` with ReLU between layers and one output.
+
+Gradients are computed here in float64 by hand (no autograd), so a lower bound is reproducible
+from its witness point by anyone holding the weights.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlaw.errors import RobustlawError
+from robustlaw.models import Network, Power
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation: ``relu``, ``leaky`` (slope ``param`` below 0), ``tanh``,
+    ``softplus`` (``param`` = beta), ``sigmoid``, ``power`` (``param`` = q) or ``identity``."""
+
+    kind: str
+    param: float = 0.0
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return self.kind in ("relu", "leaky", "identity")
+
+    @property
+    def low_slope(self) -> float:
+        """The slope on the negative side of a piecewise-linear activation."""
+        return {"relu": 0.0, "leaky": self.param, "identity": 1.0}[self.kind]
+
+    def __call__(self, t: np.ndarray) -> np.ndarray:
+        k, p = self.kind, self.param
+        if k == "relu":
+            return np.maximum(t, 0.0)
+        if k == "leaky":
+            return np.where(t > 0, t, p * t)
+        if k == "tanh":
+            return np.tanh(t)
+        if k == "softplus":
+            return np.logaddexp(0.0, p * t) / p
+        if k == "sigmoid":
+            return 0.5 * (1 + np.tanh(t / 2))
+        if k == "power":
+            return t ** int(p)
+        return t
+
+    def slope(self, t: np.ndarray) -> np.ndarray:
+        """The derivative (the right derivative at ReLU kinks: slope 1 at t > 0, low slope at t <= 0)."""
+        k, p = self.kind, self.param
+        if k in ("relu", "leaky"):
+            return np.where(t > 0, 1.0, self.low_slope)
+        if k == "tanh":
+            return 1 - np.tanh(t) ** 2
+        if k == "softplus":
+            return 0.5 * (1 + np.tanh(p * t / 2))
+        if k == "sigmoid":
+            s = 0.5 * (1 + np.tanh(t / 2))
+            return s * (1 - s)
+        if k == "power":
+            q = int(p)
+            return q * t ** (q - 1)
+        return np.ones_like(t)
+
+    def slope_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Elementwise bounds on the slope over pre-activations in [lo, hi] (lo may be -inf, hi +inf)."""
+        k = self.kind
+        if k in ("relu", "leaky"):
+            s = self.low_slope
+            return np.where(lo >= 0, 1.0, s), np.where(hi > 0, 1.0, s)
+        if k == "tanh":
+            nearest = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+            farthest = np.maximum(np.abs(lo), np.abs(hi))
+            return 1 - np.tanh(farthest) ** 2, 1 - np.tanh(nearest) ** 2
+        if k == "softplus":  # increasing slope
+            return self.slope(lo), self.slope(hi)
+        if k == "sigmoid":
+            nearest = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+            farthest = np.maximum(np.abs(lo), np.abs(hi))
+            return self.slope(farthest), self.slope(nearest)
+        if k == "power":
+            if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+                inf = np.full(np.shape(lo), np.inf)
+                return -inf, inf
+            grid = np.stack([lo, hi, np.clip(0.0, lo, hi)])
+            values = self.slope(grid)
+            return values.min(axis=0), values.max(axis=0)
+        one = np.ones(np.shape(lo))
+        return one, one
+
+    def value_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Elementwise output range over [lo, hi] (monotone activations, and even or odd powers)."""
+        if self.kind == "power":
+            grid = np.stack([lo, hi, np.clip(0.0, lo, hi)]) ** int(self.param)
+            return grid.min(axis=0), grid.max(axis=0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            return self(lo), self(hi)
+
+    @property
+    def max_slope(self) -> float:
+        """sup |act'| over R (inf for powers q >= 2)."""
+        return {"relu": 1.0, "leaky": max(1.0, abs(self.param)), "tanh": 1.0, "softplus": 1.0, "sigmoid": 0.25,
+                "identity": 1.0}.get(self.kind, 1.0 if self.param == 1 else np.inf)
+
+    def describe(self) -> str:
+        return {"leaky": f"leaky_relu({self.param:g})", "softplus": f"softplus(beta={self.param:g})",
+                "power": f"power({int(self.param)})"}.get(self.kind, self.kind)
+
+
+RELU = Activation("relu")
+
+
+@dataclass(frozen=True, eq=False)
+class Net:
+    """f(x) = W_L act(... act(W_1 x + b_1) ...) + b_L in float64; ``weights[i]`` is (out, in)."""
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    acts: tuple[Activation, ...]
+
+    def __post_init__(self):
+        if len(self.weights) != len(self.biases) or len(self.acts) != len(self.weights) - 1:
+            raise RobustlawError("a network needs one bias per layer and one activation between layers")
+        if self.weights[-1].shape[0] != 1:
+            raise RobustlawError(f"the last layer must have one output, got {self.weights[-1].shape[0]}")
+
+    @property
+    def d(self) -> int:
+        return self.weights[0].shape[1]
+
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    @property
+    def widths(self) -> list[int]:
+        return [W.shape[0] for W in self.weights[:-1]]
+
+    @property
+    def piecewise_linear(self) -> bool:
+        return all(a.piecewise_linear for a in self.acts)
+
+    @property
+    def is_two_layer_pwl(self) -> bool:
+        return self.depth == 2 and self.acts[0].kind in ("relu", "leaky")
+
+    def describe(self) -> str:
+        acts = sorted({a.describe() for a in self.acts}) or ["linear"]
+        return f"{'-'.join(str(w) for w in [self.d, *self.widths, 1])} {'/'.join(acts)}"
+
+    def preactivations(self, X: np.ndarray) -> list[np.ndarray]:
+        """Pre-activations of every hidden layer at the rows of X (n, d)."""
+        h, out = np.asarray(X, dtype=float), []
+        for (W, b), act in zip(zip(self.weights, self.biases), self.acts):
+            z = h @ W.T + b
+            out.append(z)
+            h = act(z)
+        return out
+
+    def forward(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        pre = self.preactivations(X)
+        h = self.acts[-1](pre[-1]) if pre else X
+        return (h @ self.weights[-1].T + self.biases[-1])[:, 0]
+
+    def gradients(self, X: np.ndarray) -> np.ndarray:
+        """grad f at the rows of X, shape (n, d) (right derivatives at ReLU kinks)."""
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        pre = self.preactivations(X)
+        delta = np.broadcast_to(self.weights[-1], (len(X), self.weights[-1].shape[1]))
+        for i in range(self.depth - 2, -1, -1):
+            delta = (delta * self.acts[i].slope(pre[i])) @ self.weights[i]
+        return np.array(delta)
+
+    def to_torch(self, dtype: torch.dtype = torch.float64) -> Network:
+        """The same function as a robustlaw :class:`Network` (for autograd cross-checks)."""
+        modules: list[nn.Module] = []
+        for i, (W, b) in enumerate(zip(self.weights, self.biases)):
+            layer = nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
+            with torch.no_grad():
+                layer.weight.copy_(torch.as_tensor(W))
+                layer.bias.copy_(torch.as_tensor(b))
+            modules.append(layer)
+            if i < len(self.acts):
+                modules.append(_torch_activation(self.acts[i]))
+        return Network(*modules)
+
+    def save_npz(self, path: str | Path) -> None:
+        """Write the interchange format (ReLU networks only): W1, b1, ..., WL, bL."""
+        if any(a.kind != "relu" for a in self.acts):
+            raise RobustlawError("the .npz interchange format holds ReLU networks only")
+        arrays = {}
+        for i, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
+            arrays[f"W{i}"], arrays[f"b{i}"] = W, b
+        np.savez(path, **arrays)
+
+
+def _torch_activation(act: Activation) -> nn.Module:
+    return {"relu": lambda: nn.ReLU(), "leaky": lambda: nn.LeakyReLU(act.param), "tanh": lambda: nn.Tanh(),
+            "softplus": lambda: nn.Softplus(beta=act.param), "sigmoid": lambda: nn.Sigmoid(),
+            "power": lambda: Power(int(act.param)), "identity": lambda: nn.Identity()}[act.kind]()
+
+
+def _activation_of(module: nn.Module) -> Activation | None:
+    if isinstance(module, nn.ReLU):
+        return RELU
+    if isinstance(module, nn.LeakyReLU):
+        return Activation("leaky", float(module.negative_slope))
+    if isinstance(module, nn.Tanh):
+        return Activation("tanh")
+    if isinstance(module, nn.Softplus):
+        # torch switches to the identity above threshold / beta; the slope stays in [0, 1] either way
+        return Activation("softplus", float(module.beta))
+    if isinstance(module, nn.Sigmoid):
+        return Activation("sigmoid")
+    if isinstance(module, Power):
+        return Activation("power", float(module.q))
+    if isinstance(module, (nn.Identity, nn.Flatten, nn.Dropout)):
+        return Activation("identity")
+    return None
+
+
+def _flatten(model: nn.Module) -> list[nn.Module]:
+    if isinstance(model, nn.Sequential):
+        return [m for child in model for m in _flatten(child)]
+    return [model]
+
+
+def from_torch(model: nn.Module) -> Net:
+    """Read a ``torch.nn.Sequential`` of ``Linear`` layers and elementwise activations (one output).
+
+    Consecutive affine maps (Linear, Identity, Dropout, Flatten) are merged into one.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise RobustlawError(f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}")
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    acts: list[Activation] = []
+    pending = False  # the last item appended to weights is still open for merging with the next Linear
+    for module in _flatten(model):
+        if isinstance(module, nn.Linear):
+            W = module.weight.detach().double().cpu().numpy().copy()
+            b = (module.bias.detach().double().cpu().numpy().copy() if module.bias is not None
+                 else np.zeros(W.shape[0]))
+            if pending:
+                if W.shape[1] != weights[-1].shape[0]:
+                    raise RobustlawError(f"layer shapes do not chain: {weights[-1].shape[0]} outputs into a Linear "
+                                         f"with {W.shape[1]} inputs")
+                weights[-1], biases[-1] = W @ weights[-1], W @ biases[-1] + b
+            else:
+                if weights and W.shape[1] != weights[-1].shape[0]:
+                    raise RobustlawError(f"layer shapes do not chain: {weights[-1].shape[0]} outputs into a Linear "
+                                         f"with {W.shape[1]} inputs")
+                weights.append(W)
+                biases.append(b)
+            pending = True
+            continue
+        act = _activation_of(module)
+        if act is None:
+            raise RobustlawError(f"unsupported layer {type(module).__name__}: expected Linear layers and "
+                                 "elementwise activations (ReLU, LeakyReLU, Tanh, Softplus, Sigmoid, Power)")
+        if act.kind == "identity":
+            continue
+        if not weights or not pending:
+            raise RobustlawError(f"an activation ({type(module).__name__}) must follow a Linear layer")
+        acts.append(act)
+        pending = False
+    if not weights or not pending:
+        raise RobustlawError("the network must end with a Linear layer")
+    net = Net(tuple(weights), tuple(biases), tuple(acts))
+    _check_finite(net)
+    return net
+
+
+def _check_finite(net: Net) -> None:
+    for i, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            raise RobustlawError(f"layer {i} has NaN or infinite weights")
+
+
+def load_npz(path: str | Path) -> Net:
+    """Read the interchange format: ``W1, b1, ..., WL, bL`` (layer i: x -> Wi x + bi, ReLU between layers,
+    one output). Every problem is reported as one line naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise RobustlawError(f"{path}: no such file")
+    try:
+        data = np.load(path, allow_pickle=False)
+        arrays = {k: data[k] for k in data.files}
+    except Exception as error:  # zip errors, pickled objects, truncated files
+        raise RobustlawError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
+    names = set(arrays)
+    numbers = sorted({int(m.group(2)) for k in names if (m := re.fullmatch(r"([Wb])(\d+)", k))})
+    if not numbers:
+        raise RobustlawError(f"{path}: no layers found: expected arrays named W1, b1, ..., WL, bL, got "
+                             f"{', '.join(sorted(names)) or 'nothing'}")
+    L = numbers[-1]
+    missing = [f"{c}{i}" for i in range(1, L + 1) for c in "Wb" if f"{c}{i}" not in names]
+    if missing:
+        raise RobustlawError(f"{path}: missing {', '.join(missing)} (a network of {L} layers needs W1, b1, ..., W{L}, b{L})")
+    extra = sorted(names - {f"{c}{i}" for i in range(1, L + 1) for c in "Wb"})
+    if extra:
+        raise RobustlawError(f"{path}: unexpected arrays {', '.join(extra)} (expected only W1, b1, ..., W{L}, b{L})")
+    weights, biases = [], []
+    for i in range(1, L + 1):
+        W, b = arrays[f"W{i}"], arrays[f"b{i}"]
+        if not (np.issubdtype(W.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
+            raise RobustlawError(f"{path}: W{i} and b{i} must be numeric arrays")
+        if W.ndim != 2:
+            raise RobustlawError(f"{path}: W{i} must be a matrix, got shape {W.shape}")
+        b = b.reshape(-1) if b.ndim == 2 and 1 in b.shape else b
+        if b.ndim != 1 or b.shape[0] != W.shape[0]:
+            raise RobustlawError(f"{path}: shape mismatch: b{i} has shape {b.shape} but W{i} has {W.shape[0]} rows")
+        if weights and W.shape[1] != weights[-1].shape[0]:
+            raise RobustlawError(f"{path}: shape mismatch: W{i} has {W.shape[1]} columns but layer {i - 1} has "
+                                 f"{weights[-1].shape[0]} outputs")
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            bad = f"W{i}" if not np.isfinite(W).all() else f"b{i}"
+            raise RobustlawError(f"{path}: {bad} contains NaN or infinite values")
+        if W.size == 0:
+            raise RobustlawError(f"{path}: W{i} is empty (shape {W.shape})")
+        weights.append(W.astype(float))
+        biases.append(b.astype(float))
+    if weights[-1].shape[0] != 1:
+        raise RobustlawError(f"{path}: the last layer must have one output, but W{L} has {weights[-1].shape[0]} rows")
+    return Net(tuple(weights), tuple(biases), tuple(RELU for _ in range(L - 1)))
+
+
+def as_net(model) -> Net:
+    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` file."""
+    if isinstance(model, Net):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_npz(model)
+    return from_torch(model)

@@ -1,0 +1,75 @@
+"""Soundness, property-based: no gradient found by an independent search exceeds upper, and lower
+is reproduced (by torch autograd, float64) at its witness, which lies in the domain."""
+
+import numpy as np
+import torch
+from conftest import random_net
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from robustlaw.lipschitz import Domain, certify
+from robustlaw.lipschitz.network import Activation
+from robustlaw.lipschitz.upper import all_pattern_parts, shor_bound, slope_boxes
+
+ACTS = [Activation("relu"), Activation("leaky", 0.05), Activation("tanh"), Activation("softplus", 2.0)]
+
+
+def domain_points(domain: Domain, d: int, rng, n: int) -> np.ndarray:
+    X = rng.standard_normal((n, d))
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    if domain.kind == "global":
+        return X * rng.choice([0.1, 1, 5, 50], size=(n, 1))
+    if domain.kind == "sphere":
+        return domain.radius * U
+    if domain.kind == "ball":
+        return domain.radius * U * rng.uniform(size=(n, 1)) ** (1 / d)
+    centres = domain.points[rng.integers(len(domain.points), size=n)]
+    return centres + domain.radius * U * rng.uniform(size=(n, 1)) ** (1 / d)
+
+
+def independent_max(net, domain, rng, n=20_000):
+    """Random points plus coordinate-wise hill climbing of the autograd gradient norm (float64)."""
+    model = net.to_torch(torch.float64)
+    X = torch.as_tensor(domain_points(domain, net.d, rng, n)).requires_grad_(True)
+    (g,) = torch.autograd.grad(model(X).sum(), X)
+    if domain.kind == "sphere":
+        u = X.detach() / X.detach().norm(dim=1, keepdim=True)
+        g = g - (g * u).sum(dim=1, keepdim=True) * u
+    return float(g.norm(dim=1).max())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6), d=st.integers(1, 8), widths=st.lists(st.integers(1, 24), min_size=1, max_size=3),
+       act=st.sampled_from(ACTS), kind=st.sampled_from(["global", "ball", "sphere", "local"]),
+       radius=st.sampled_from([0.1, 1.0, 4.0]), bias=st.sampled_from([0.0, 0.5, 3.0]))
+def test_bracket_is_sound(seed, d, widths, act, kind, radius, bias):
+    rng = np.random.default_rng(seed)
+    net = random_net(rng, d, widths, act=act, bias=bias)
+    domain = Domain(kind, radius, points=rng.standard_normal((3, d)) if kind == "local" else None)
+    b = certify(net, domain, seed=seed, time_limit=3)
+    assert 0 <= b.lower <= b.upper
+    assert domain.contains(b.witness)
+    model = net.to_torch(torch.float64)
+    x = torch.as_tensor(b.witness[None]).requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x).sum(), x)
+    g = g[0]
+    if kind == "sphere":
+        u = x.detach()[0] / x.detach()[0].norm()
+        g = g - (g @ u) * u
+    # float64 on both sides; sums with cancellation (smooth deep nets) differ by rounding only
+    assert abs(float(g.norm()) - b.lower) <= 1e-7 * b.lower + 1e-12
+    assert independent_max(net, domain, rng) <= b.upper * (1 + 1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**6), d=st.integers(1, 6), k=st.integers(1, 12))
+def test_shor_bound_dominates_all_patterns(seed, d, k):
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    net = random_net(rng, d, [k])
+    g0, D = all_pattern_parts(net, slope_boxes(net, Domain()))
+    S = np.array(list(itertools.product([0.0, 1.0], repeat=len(D))))
+    exact = np.linalg.norm(g0 + S @ D, axis=1).max() if len(D) else np.linalg.norm(g0)
+    assert exact <= shor_bound(g0, D) * (1 + 1e-9) + 1e-12
+    assert exact <= shor_bound(g0, D, split=2) * (1 + 1e-9) + 1e-12
