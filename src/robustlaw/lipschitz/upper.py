@@ -84,7 +84,8 @@ def all_pattern_parts(net: Net, boxes) -> tuple[np.ndarray, np.ndarray]:
     W, a = net.weights[0], net.weights[1][0]
     lo, hi = boxes[0]
     G = a[:, None] * W
-    g0 = G.T @ lo
+    with np.errstate(invalid="ignore"):  # unbounded slopes (power activation on R^d) give inf/nan: callers check
+        g0 = G.T @ lo
     free = np.flatnonzero((hi - lo) * np.abs(a) * np.linalg.norm(W, axis=1) > 0)
     D = G[free] * (hi - lo)[free, None]
     return g0, D
@@ -206,6 +207,7 @@ def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, sp
             candidates["shor"] = shor_bound(g0, D, deadline, split=split)
     elif net.depth > 2 and time.perf_counter() < deadline:
         candidates["spectral+shor-tail"] = tail_shor_bound(net, boxes, deadline, split)
+    candidates = {k: (v if not math.isnan(v) else math.inf) for k, v in candidates.items()}
     method = min(candidates, key=candidates.get)
     # floating-point slack: the bound is computed in float64 from float32/64 weights
     return UpperBound(value=candidates[method] * (1 + 1e-9), method=method)
