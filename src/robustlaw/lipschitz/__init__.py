@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain
 from robustlaw.lipschitz.exact import exact_two_layer
-from robustlaw.lipschitz.lower import gradient_norms, grid_walk, line_walk, mean_gradient_norm, search_lower
+from robustlaw.lipschitz.lower import gradient_norms, mean_gradient_norm, search_lower, walk_grids, walk_regions, witness_norm
 from robustlaw.lipschitz.network import Net, as_net, from_torch, load_npz
 from robustlaw.lipschitz.upper import upper_bound
 
@@ -48,15 +48,6 @@ class Bracket:
                 "witness": [float(v) for v in self.witness], "lower_method": self.lower_method,
                 "upper_method": self.upper_method, "domain": self.domain, "seconds": self.seconds,
                 **{k: v for k, v in self.details.items() if k not in ("lower", "upper", "witness")}}
-
-
-def witness_norm(net: Net, x: np.ndarray, domain: Domain) -> float:
-    """The gradient norm at ``x`` that a lower bound claims (tangential on a sphere), in float64."""
-    g = net.gradients(np.asarray(x, dtype=float)[None])[0]
-    if domain.kind == "sphere":
-        u = x / max(np.linalg.norm(x), 1e-300)
-        g = g - (g @ u) * u
-    return float(np.linalg.norm(g))
 
 
 def _domain_balls(domain: Domain, d: int):
@@ -120,91 +111,68 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
     details: dict = {"network": net.describe()}
 
     def add_lower(x, method):
-        if x is None or not domain.contains(x):
-            return
-        lowers.append((witness_norm(net, x, domain), np.asarray(x, dtype=float), method))
+        if x is not None and domain.contains(x):
+            lowers.append((witness_norm(net, x, domain), np.asarray(x, dtype=float), method))
 
     # 1. exact pattern covering for two-layer ReLU / LeakyReLU nets
     if net.is_two_layer_pwl:
-        exact_start = time.perf_counter()
-        results = []
-        for c, r in _domain_balls(domain, net.d):
-            res = exact_two_layer(net, c, r, deadline=start + 0.7 * (deadline - start))
-            if res is None or not res.complete:
-                results = None
-                break
-            results.append(res)
-        if results:
-            best = max(results, key=lambda t: t.upper)
-            uppers.append((best.upper * (1 + 1e-9), best.method))
-            details["exact_info"] = best.info
-            if domain.kind != "sphere":
-                for res in results:
-                    add_lower(res.witness, res.method)
-        details["exact_seconds"] = time.perf_counter() - exact_start
+        phase = time.perf_counter()
+        exact = _exact_phase(net, domain, deadline=start + 0.7 * (deadline - start))
+        if exact is not None:
+            uppers.append((exact.upper * (1 + 1e-9), exact.method))
+            details["exact_info"] = exact.info
+            for x in exact.witnesses:
+                add_lower(x, exact.method)
+        details["exact_seconds"] = time.perf_counter() - phase
     lower_now = max((v for v, _, _ in lowers), default=-1.0)
     upper_now = min((v for v, _ in uppers), default=math.inf)
     if not upper_now <= lower_now * (1 + 1e-6):
-        # 2. lower-bound search: data, between data, smoothed ascent, exact line walks over regions
-        search_start = time.perf_counter()
-        torch_model = net.to_torch(torch.float64)
-        low = search_lower(torch_model, domain, X, y, seed=seed,
+        # 2. lower-bound search: data, between data, smoothed ascent, exact walks over regions
+        phase = time.perf_counter()
+        low = search_lower(net.to_torch(torch.float64), domain, X, y, seed=seed,
                            ascent_steps=100 if deadline - time.perf_counter() > 5 else 20,
                            deadline=time.perf_counter() + 0.3 * (deadline - time.perf_counter()))
         add_lower(low.witness, low.method)
-        if net.is_two_layer_pwl and domain.kind != "sphere" and time.perf_counter() < deadline:
-            starts = [w for _, w, _ in sorted(lowers, key=lambda t: -t[0])[:4]]
-            if X is not None and len(X):
-                grads = np.linalg.norm(net.gradients(X), axis=1)
-                starts += list(np.asarray(X, dtype=float)[np.argsort(-grads)[:8]])
-            ball = domain.bounding_ball(net.d)
-            c, R = (np.zeros(net.d), 1.0) if ball is None else ball
-            # walk until a quarter of the remaining time (at most 3 s) is spent
-            walk_end = time.perf_counter() + min(0.25 * (deadline - time.perf_counter()), 3.0)
-            rounds = 0
-            while True:
-                rand = rng.standard_normal((8, net.d))
-                radii = R * rng.uniform(size=(8, 1)) * (rng.choice([1.0, 3.0, 10.0], size=(8, 1))
-                                                       if domain.kind == "global" else 1.0)
-                starts += list(c + radii * rand / np.linalg.norm(rand, axis=1, keepdims=True))
-                starts = [domain.project(torch.as_tensor(s[None])).numpy()[0] for s in starts]
-                value, x = line_walk(net, domain, np.array(starts), rng, deadline=walk_end)
-                add_lower(x, "search:line-walk")
-                if domain.kind == "global":  # R^d holds every ball: walks inside one see other regions
-                    inner = Domain("ball", float(R * rng.choice([1.0, 3.0])))
-                    value, x = line_walk(net, inner, np.array([inner.project(torch.as_tensor(s[None])).numpy()[0]
-                                                               for s in starts]), rng, deadline=walk_end)
-                    add_lower(x, "search:line-walk")
-                rounds += 1
-                if time.perf_counter() > walk_end or rounds >= 50:
-                    break
-                best_x = max(lowers, key=lambda t: t[0])[1]
-                starts = list(best_x + 0.05 * R * rng.standard_normal((4, net.d)) / math.sqrt(net.d))
-            details["line_walk_rounds"] = rounds
-        elif time.perf_counter() < deadline:
-            # other networks (deep, smooth, or on the sphere): line searches scored by exact gradients
-            walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0)
-            ball = domain.bounding_ball(net.d)
-            c, R = (np.zeros(net.d), 1.0) if ball is None else ball
-            while time.perf_counter() < walk_end:
-                best_x = max(lowers, key=lambda t: t[0])[1] if lowers else c
-                rand = rng.standard_normal((6, net.d))
-                starts = [best_x] + list(c + R * rand / np.linalg.norm(rand, axis=1, keepdims=True)
-                                         * rng.uniform(size=(6, 1)))
-                starts = [domain.project(torch.as_tensor(s[None])).numpy()[0] for s in starts]
-                value, x = grid_walk(net, domain, np.array(starts), rng, deadline=walk_end)
-                add_lower(x, "search:grid-walk")
-        details["search_seconds"] = time.perf_counter() - search_start
+        if time.perf_counter() < deadline:
+            best = [w for _, w, _ in sorted(lowers, key=lambda t: -t[0])[:4]]
+            if net.is_two_layer_pwl and domain.kind != "sphere":
+                found, details["line_walk_rounds"] = walk_regions(net, domain, X, best, rng, deadline)
+            else:
+                found = walk_grids(net, domain, best, rng, deadline)
+            for x, method in found:
+                add_lower(x, method)
+        details["search_seconds"] = time.perf_counter() - phase
         # 3. certified upper bounds
-        upper_start = time.perf_counter()
+        phase = time.perf_counter()
         up = upper_bound(net, domain, deadline=deadline, split=1 if time_limit is None or time_limit >= 2 else 0)
         uppers.append((up.value, up.method))
-        details["upper_seconds"] = time.perf_counter() - upper_start
+        details["upper_seconds"] = time.perf_counter() - phase
     lower, witness, lower_method = max(lowers, key=lambda t: t[0]) if lowers else (0.0, np.zeros(net.d), "none")
     upper, upper_method = min(uppers, key=lambda t: t[0])
     return Bracket(lower=lower, upper=upper, witness=witness, lower_method=lower_method, upper_method=upper_method,
                    domain=domain.describe(), seconds=time.perf_counter() - start, details=details)
 
+
+@dataclass(frozen=True)
+class _Exact:
+    upper: float
+    method: str
+    info: dict
+    witnesses: list
+
+
+def _exact_phase(net: Net, domain: Domain, deadline: float) -> _Exact | None:
+    """The exact maximum over every ball of the domain, or None if any ball's patterns were not covered."""
+    results = []
+    for c, r in _domain_balls(domain, net.d):
+        res = exact_two_layer(net, c, r, deadline=deadline)
+        if res is None or not res.complete:
+            return None
+        results.append(res)
+    best = max(results, key=lambda t: t.upper)
+    # on a sphere the exact maximiser is a ball point, not a sphere point: no witness from it
+    witnesses = [res.witness for res in results] if domain.kind != "sphere" else []
+    return _Exact(best.upper, best.method, best.info, witnesses)
 
 __all__ = ["Bracket", "Domain", "Net", "as_net", "certify", "exact_two_layer", "from_torch", "gradient_norms",
            "load_npz", "mean_gradient_norm", "search_lower", "upper_bound", "witness_norm"]

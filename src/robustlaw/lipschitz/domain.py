@@ -44,7 +44,8 @@ class Domain:
         except ValueError:
             raise RobustlawError(f"domain {text!r}: radius {value!r} is not a number") from None
         if kind == "local":
-            raise RobustlawError("a local domain needs centre points; use robustlaw.certify(..., domain=Domain('local', r, points=X))")
+            raise RobustlawError("a local domain needs centre points: "
+                                 "robustlaw.certify(..., domain=Domain('local', r, points=X))")
         return cls(kind, radius)
 
     def describe(self) -> str:

@@ -283,3 +283,73 @@ def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
         if value > best_value:
             best_value, best_x = value, x
     return best_value, best_x
+
+
+def witness_norm(net: Net, x: np.ndarray, domain: Domain) -> float:
+    """The gradient norm at ``x`` that a lower bound claims (tangential on a sphere), in float64."""
+    g = net.gradients(np.asarray(x, dtype=float)[None])[0]
+    if domain.kind == "sphere":
+        u = x / max(np.linalg.norm(x), 1e-300)
+        g = g - (g @ u) * u
+    return float(np.linalg.norm(g))
+
+
+def _ball_of(domain: Domain, d: int) -> tuple[np.ndarray, float]:
+    ball = domain.bounding_ball(d)
+    return (np.zeros(d), 1.0) if ball is None else ball
+
+
+def _projected(domain: Domain, points) -> np.ndarray:
+    return np.array([domain.project(torch.as_tensor(np.asarray(s)[None])).numpy()[0] for s in points])
+
+
+def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.ndarray], rng: np.random.Generator,
+                 deadline: float) -> tuple[list[tuple[np.ndarray, str]], int]:
+    """Rounds of :func:`line_walk` (two-layer ReLU nets) from the best points so far, the steepest data
+    points and random domain points, then around the best found, until a quarter of the time left (at
+    most 3 s) is spent. On R^d it also walks inside balls of radius R and 3R, where other regions lie.
+    Returns the points found (with their method) and the number of rounds."""
+    starts = list(best)
+    if X is not None and len(X):
+        grads = np.linalg.norm(net.gradients(X), axis=1)
+        starts += list(np.asarray(X, dtype=float)[np.argsort(-grads)[:8]])
+    c, R = _ball_of(domain, net.d)
+    walk_end = time.perf_counter() + min(0.25 * (deadline - time.perf_counter()), 3.0)
+    found, rounds = [], 0
+    while True:
+        rand = rng.standard_normal((8, net.d))
+        radii = R * rng.uniform(size=(8, 1)) * (rng.choice([1.0, 3.0, 10.0], size=(8, 1))
+                                               if domain.kind == "global" else 1.0)
+        starts = _projected(domain, starts + list(c + radii * rand / np.linalg.norm(rand, axis=1, keepdims=True)))
+        _, x = line_walk(net, domain, starts, rng, deadline=walk_end)
+        found.append((x, "search:line-walk"))
+        if domain.kind == "global":
+            inner = Domain("ball", float(R * rng.choice([1.0, 3.0])))
+            _, x = line_walk(net, inner, _projected(inner, starts), rng, deadline=walk_end)
+            found.append((x, "search:line-walk"))
+        rounds += 1
+        if time.perf_counter() > walk_end or rounds >= 50:
+            return found, rounds
+        pool = list(best) + [x for x, _ in found if x is not None] or [starts[0]]
+        best_x = max(pool, key=lambda x: witness_norm(net, x, domain))
+        starts = list(best_x + 0.05 * R * rng.standard_normal((4, net.d)) / math.sqrt(net.d))
+
+
+def walk_grids(net: Net, domain: Domain, best: list[np.ndarray], rng: np.random.Generator,
+               deadline: float) -> list[tuple[np.ndarray, str]]:
+    """Rounds of :func:`grid_walk` (deep, smooth or sphere-domain nets) from the best point so far and
+    random domain points, until 40% of the time left (at most 10 s) is spent."""
+    c, R = _ball_of(domain, net.d)
+    walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0)
+    found = []
+    best_x = best[0] if best else c
+    while time.perf_counter() < walk_end:
+        rand = rng.standard_normal((6, net.d))
+        starts = [best_x] + list(c + R * rand / np.linalg.norm(rand, axis=1, keepdims=True) * rng.uniform(size=(6, 1)))
+        _, x = grid_walk(net, domain, _projected(domain, starts), rng, deadline=walk_end)
+        if x is not None:
+            found.append((x, "search:grid-walk"))
+            if witness_norm(net, x, domain) > witness_norm(net, best_x, domain):
+                best_x = x
+    return found
+
