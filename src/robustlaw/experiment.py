@@ -140,7 +140,7 @@ def run_group(specs: list[RunSpec]) -> list[dict]:
     torch.set_num_threads(1)
     prepared = [prepare(s) for s in specs]
     fitted = fit_many([p.model for p in prepared], [p.data.X for p in prepared], [p.data.y for p in prepared],
-                      specs[0].fit, [p.data.sigma for p in prepared])
+                      specs[0].fit, [p.data.sigma for p in prepared], [s.seed for s in specs])
     records = []
     for run, result in zip(prepared, fitted):
         try:
