@@ -20,7 +20,7 @@ import torch
 from robustlaw.constructions import mcshane_constant
 from robustlaw.data import DataSpec, Dataset, make_dataset
 from robustlaw.errors import require
-from robustlaw.fit import FitResult, FitSpec, fit_many
+from robustlaw.fit import FitResult, FitSpec, fit_many, padded_width
 from robustlaw.lipschitz import Bracket, Domain, certify, mean_gradient_norm
 from robustlaw.models import ModelSpec, Network
 from robustlaw.theory import bln20_lip, bs21_lip_lower, deep_net_J, law_scale
@@ -74,8 +74,16 @@ class RunSpec:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def architecture(self) -> tuple:
-        """Runs with equal architecture and data shape can be trained in one batch."""
-        return (self.model, self.data.n, self.data.d, self.fit)
+        """Runs with an equal key can be fitted in one batch: same data shape, fit spec and
+        activation; two-layer nets of any width (padded), deeper nets of equal widths."""
+        m = self.model
+        shape = ("two_layer",) if m.family == "two_layer" else (m.family, m.widths)
+        return (*shape, m.activation, m.q, self.data.n, self.data.d, self.fit)
+
+    def work(self) -> int:
+        """n times the padded parameter count: the size of one training step, for batching."""
+        sizes = [self.data.d, *(padded_width(w) for w in self.model.hidden), 1]
+        return self.data.n * sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 @dataclass

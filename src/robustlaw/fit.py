@@ -10,9 +10,8 @@ Modes (``FitSpec.mode``):
 - ``train``: plain full-batch AdamW on the train MSE; a model stops the moment it meets its target.
 - ``smooth``: the law bounds *every* interpolator, so this mode searches for the least-Lipschitz
   one. After plain training meets the target, it minimises a Lipschitz surrogate -- the mean of
-  the ``smooth_top`` largest input-gradient norms at ``smooth_probes`` fresh probe points per step
-  (data points, points between data of opposite labels, jittered data, uniform points of the
-  data ball) -- plus a penalty ``mu`` on fit violations beyond ``tol / 2`` (or beyond the memorise
+  the ``smooth_top`` largest input-gradient norms at the data points and ``smooth_probes`` fresh
+  probe points per step (between data of opposite labels, jittered data, uniform in the data ball) -- plus a penalty ``mu`` on fit violations beyond ``tol / 2`` (or beyond the memorise
   budget), doubling ``mu`` whenever the target is lost (penalty continuation). It returns the
   last iterate that met the target, so a smooth fit always meets the same target as plain training.
 
@@ -86,9 +85,9 @@ class FitSpec:
     mode: str = "train"
     smooth_steps: int = 2000
     smooth_lr: float = 0.01
-    smooth_mu: float = 10.0
+    smooth_mu: float = 1.0
     smooth_probes: int = 256
-    smooth_top: int = 4
+    smooth_top: int = 1
 
     def __post_init__(self):
         Target(self.target, self.tol, self.eps)
@@ -147,7 +146,7 @@ def _layers(model: Network) -> tuple[list[nn.Linear], list[nn.Module]]:
 PANEL = 16
 
 
-def _padded(width: int) -> int:
+def padded_width(width: int) -> int:
     return -(-width // PANEL) * PANEL
 
 
@@ -180,9 +179,9 @@ class Stack:
             ws = [linear[layer].weight.detach().T for linear, _ in parts]
             in_max, out_max = max(w.shape[0] for w in ws), max(w.shape[1] for w in ws)
             if layer > 0:
-                in_max = _padded(in_max)
+                in_max = padded_width(in_max)
             if layer < depth - 1:
-                out_max = _padded(out_max)
+                out_max = padded_width(out_max)
             # the scalar head gets a second, always-zero column: a batched matrix-vector product
             # takes a different kernel for one model than for many, which would break determinism
             W = ws[0].new_zeros((len(ws), in_max + self.bias[layer], max(out_max, 2)))
@@ -220,7 +219,7 @@ class Stack:
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the models ``keep`` (indices) and drop padding no remaining model needs."""
         self.widths = self.widths[keep]
-        widest = [_padded(w) for w in self.widths.amax(dim=0).tolist()]
+        widest = [padded_width(w) for w in self.widths.amax(dim=0).tolist()]
         for layer in range(len(self.weights)):
             W = self.weights[layer][keep]
             if layer < len(self.acts):
@@ -251,11 +250,12 @@ def step_flops(n: int, model: Network) -> float:
 
 
 def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """``count`` points where a fit must change fast: data, between opposite labels, near data, in the ball."""
+    """Every data point and ``count`` more where a fit must change fast: between points of opposite
+    labels, near data, uniform in the data ball."""
     n, d = X.shape
-    q = count // 4
+    q = count // 3
     radius = float(X.norm(dim=1).max())
-    data = X[torch.randint(n, (q,), generator=generator)]
+    data = X
     i, j = torch.randint(n, (q,), generator=generator), torch.randint(n, (q,), generator=generator)
     j = torch.where(y[i] != y[j], j, torch.randint(n, (q,), generator=generator))
     t = torch.rand(q, 1, generator=generator, dtype=X.dtype)
@@ -263,7 +263,7 @@ def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Gener
     scale = torch.tensor([0.01, 0.03, 0.1, 0.3], dtype=X.dtype)[torch.randint(4, (q, 1), generator=generator)]
     near = X[torch.randint(n, (q,), generator=generator)] + radius * scale * torch.randn(
         q, d, generator=generator, dtype=X.dtype) / math.sqrt(d)
-    rest = count - 3 * q
+    rest = count - 2 * q
     ball = torch.randn(rest, d, generator=generator, dtype=X.dtype)
     ball = radius * ball / ball.norm(dim=1, keepdim=True) * torch.rand(rest, 1, generator=generator, dtype=X.dtype) ** (1 / d)
     points = torch.cat([data, between, near, ball])
@@ -294,6 +294,14 @@ class Adam:
             if self.weight_decay:
                 p.mul_(1 - rate * self.weight_decay)
             p.sub_(rate * (m / c1.view(shape)) / ((v / c2.view(shape)).sqrt() + self.eps))
+
+    @torch.no_grad()
+    def reset(self, rows: torch.Tensor) -> None:
+        """Forget the moments of models ``rows`` (boolean), as a fresh Adam would."""
+        self.t[rows] = 0
+        for m, v in zip(self.m, self.v):
+            m[rows] = 0
+            v[rows] = 0
 
     def select(self, keep: torch.Tensor, stack: Stack) -> None:
         """Keep the state of the models ``keep``, cut as ``stack`` (already selected) was."""
@@ -376,7 +384,7 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
         loss, surrogate = mse, None
         if smooth and bool(smoothing.any()):
             # probes only for smoothing models, so each model's random stream is its own
-            probes = X.new_zeros((len(ids), spec.smooth_probes, X.shape[2]))
+            probes = X.new_zeros((len(ids), n + spec.smooth_probes, X.shape[2]))
             for row in torch.nonzero(smoothing).flatten().tolist():
                 probes[row] = _probes(X[row], y[row], spec.smooth_probes, generators[int(ids[row])])
             probes.requires_grad_(True)
@@ -405,6 +413,7 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
                 finished = (smoothing & (step - phase_start >= spec.smooth_steps)) | (
                     ~smoothing & ~met & (step >= spec.max_steps))
                 phase_start = torch.where(begin, step, phase_start)
+                adam.reset(begin)  # the fit's large early gradients would damp the smoothing steps
                 smoothing = phase_start >= 0
             else:
                 finished = met | (step >= spec.max_steps)
@@ -423,7 +432,7 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
                 grads = _select(grads, keep, stack)
                 adam.select(keep, stack)
 
-        flops[ids] += per_step[ids] * (1 + smoothing.to(torch.float64) * 2 * spec.smooth_probes / n)
+        flops[ids] += per_step[ids] * (1 + smoothing.to(torch.float64) * 2 * (n + spec.smooth_probes) / n)
         lr = cosine(spec.lr, torch.full((len(ids),), float(step), dtype=dtype), spec.max_steps)
         if smooth:
             lr = torch.where(smoothing, cosine(spec.smooth_lr, (step - phase_start).to(dtype), spec.smooth_steps), lr)
