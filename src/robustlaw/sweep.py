@@ -177,11 +177,14 @@ def batches(runs: list[RunSpec], size: int, work: float = 4e6) -> list[list[RunS
 
 
 def safe_run_group(specs: list[RunSpec]) -> list[dict]:
-    """:func:`run_group`, with a failure recorded for each spec instead of raised."""
+    """:func:`run_group`, with failures recorded instead of raised: if the batch raises, each run is
+    retried alone, so only the runs that fail by themselves are recorded as errors."""
     try:
         return run_group(specs)
     except Exception as error:
-        return [failed_record(s, error) for s in specs]
+        if len(specs) == 1:
+            return [failed_record(specs[0], error)]
+    return [record for spec in specs for record in safe_run_group([spec])]
 
 
 def _init_worker() -> None:
