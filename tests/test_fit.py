@@ -52,9 +52,9 @@ def test_budget_trains_to_the_end_and_never_claims_a_target():
     assert not result.reached and result.steps == 30
 
 
-def _fit_all(spec, configs, batched):
+def _fit_all(spec, configs, batched, activation="relu"):
     sets = [data(s) for _, s in configs]
-    models = [two_layer(8, k, seed=s) for k, s in configs]
+    models = [two_layer(8, k, seed=s, activation=activation) for k, s in configs]
     args = ([d.X for d in sets], [d.y for d in sets], spec, [1.0] * len(sets), [s for _, s in configs])
     if batched:
         results = fit_many(models, *args)
@@ -63,12 +63,13 @@ def _fit_all(spec, configs, batched):
     return models, results
 
 
-@pytest.mark.parametrize("mode", ["train", "smooth"])
-def test_batched_equals_unbatched_bitwise(mode):
-    spec = FitSpec(tol=0.1, max_steps=400, mode=mode, smooth_steps=60, smooth_probes=32)
+@pytest.mark.parametrize("mode, activation, steps", [("train", "relu", 400), ("smooth", "relu", 400),
+                                                     ("train", "softplus", 2000)])
+def test_batched_equals_unbatched_bitwise(mode, activation, steps):
+    spec = FitSpec(tol=0.1, max_steps=steps, mode=mode, smooth_steps=60, smooth_probes=32, lr=0.03)
     configs = [(3, 0), (24, 1), (70, 2), (40, 0), (9, 1)]  # mixed widths (padded) and seeds
-    batched_models, batched = _fit_all(spec, configs, batched=True)
-    single_models, single = _fit_all(spec, configs, batched=False)
+    batched_models, batched = _fit_all(spec, configs, True, activation)
+    single_models, single = _fit_all(spec, configs, False, activation)
     assert [r.reached for r in batched] == [r.reached for r in single]
     assert any(r.reached for r in batched) and not all(r.reached for r in batched)
     for a, b, ra, rb in zip(batched_models, single_models, batched, single):

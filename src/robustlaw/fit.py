@@ -195,20 +195,33 @@ class Stack:
     def params(self) -> list[torch.Tensor]:
         return self.weights
 
-    def masks(self) -> list[torch.Tensor]:
-        """Per hidden layer, (m, width_max) with 1 for a model's real units and 0 for padding."""
-        return [(torch.arange(W.shape[2]) < self.widths[:, layer, None]).to(W.dtype)
-                for layer, W in enumerate(self.weights[:-1])]
+    def masks(self) -> list[torch.Tensor | None]:
+        """Per hidden layer, (m, 1, width_max) with 1 for a model's real units and 0 for padding;
+        None where the activation maps 0 to 0, since a padded unit (zero weights in and out) then
+        stays exactly zero, gradients included, without a mask."""
+        out = []
+        for layer, W in enumerate(self.weights[:-1]):
+            with torch.no_grad():
+                zero_at_zero = float(self.acts[layer](W.new_zeros(1))[0]) == 0.0
+            out.append(None if zero_at_zero else
+                       (torch.arange(W.shape[2]) < self.widths[:, layer, None]).to(W.dtype).unsqueeze(1))
+        return out
 
-    def forward(self, x: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:
-        """x: (m, p, d) -> (m, p), model i applied to x[i]."""
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """x with the column of ones that carries the first layer's bias (if it has one)."""
+        return torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], dim=-1) if self.bias[0] else x
+
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor | None]) -> torch.Tensor:
+        """x: (m, p, d), already :meth:`augment` ed -> (m, p), model i applied to x[i]."""
         h = x
         for layer, W in enumerate(self.weights):
-            if self.bias[layer]:
+            if layer > 0 and self.bias[layer]:
                 h = torch.cat([h, h.new_ones(h.shape[:-1] + (1,))], dim=-1)
             h = torch.bmm(h, W)
             if layer < len(self.acts):
-                h = self.acts[layer](h) * masks[layer].unsqueeze(1)
+                h = self.acts[layer](h)
+                if masks[layer] is not None:
+                    h = h * masks[layer]
         return h[..., 0]
 
     def _rows(self, layer: int, width: int) -> list[int]:
@@ -375,10 +388,12 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
     def snapshot(row: int, step: int, reached: bool, surrogate: float | None = None) -> tuple:
         return (reached, step, float(mse[row]), float(max_err[row]), stack.slices(row), surrogate)
 
+    inputs, masks = stack.augment(X), None
     for step in range(total + 1):
         params = [p.requires_grad_(True) for p in stack.params]
-        masks = stack.masks()
-        residual = stack.forward(X, masks) - y
+        if masks is None:
+            masks = stack.masks()
+        residual = stack.forward(inputs, masks) - y
         mse = (residual**2).mean(dim=1)
         smoothing = phase_start >= 0
         loss, surrogate = mse, None
@@ -388,7 +403,7 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
             for row in torch.nonzero(smoothing).flatten().tolist():
                 probes[row] = _probes(X[row], y[row], spec.smooth_probes, generators[int(ids[row])])
             probes.requires_grad_(True)
-            (grad,) = torch.autograd.grad(stack.forward(probes, masks).sum(), probes, create_graph=True)
+            (grad,) = torch.autograd.grad(stack.forward(stack.augment(probes), masks).sum(), probes, create_graph=True)
             norms = (grad.pow(2).sum(dim=-1) + 1e-12).sqrt()
             surrogate = norms.topk(spec.smooth_top, dim=1).values.mean(dim=1)
             loss_surrogate = surrogate
@@ -427,7 +442,7 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
                 if len(keep) == 0:
                     break
                 ids, phase_start, mu, smoothing = ids[keep], phase_start[keep], mu[keep], smoothing[keep]
-                X, y, sigma = X[keep], y[keep], sigma[keep]
+                X, y, sigma, inputs, masks = X[keep], y[keep], sigma[keep], inputs[keep], None
                 stack.select(keep)
                 grads = _select(grads, keep, stack)
                 adam.select(keep, stack)
