@@ -285,18 +285,35 @@ def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Gener
 
 
 class Adam:
-    """AdamW over stacked tensors with a per-model learning rate: elementwise, so it is exactly one
-    Adam per model, and a model's state can be dropped when it leaves the batch."""
+    """AdamW over stacked tensors: elementwise, so it is exactly one Adam per model, and a model's
+    state can be dropped when it leaves the batch. With a float ``lr`` (one step count and rate for
+    all models: the train mode) it runs fused foreach ops; with a per-model tensor ``lr`` (the
+    smooth mode, whose models restart their moments when smoothing begins) per-model arithmetic.
+    Which path runs depends only on the mode, never on the batch, so results stay batch-independent."""
 
     def __init__(self, params: list[torch.Tensor], weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
         self.t = torch.zeros(params[0].shape[0], dtype=params[0].dtype)
+        self.count = 0
         self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
 
     @torch.no_grad()
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: torch.Tensor) -> None:
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: torch.Tensor | float) -> None:
         b1, b2 = self.betas
+        if isinstance(lr, float):
+            self.count += 1
+            c1, c2 = 1 - b1**self.count, 1 - b2**self.count
+            torch._foreach_lerp_(self.m, grads, 1 - b1)
+            torch._foreach_mul_(self.v, b2)
+            torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
+            denom = torch._foreach_sqrt(self.v)
+            torch._foreach_div_(denom, math.sqrt(c2))
+            torch._foreach_add_(denom, self.eps)
+            if self.weight_decay:
+                torch._foreach_mul_(params, 1 - lr * self.weight_decay)
+            torch._foreach_addcdiv_(params, self.m, denom, -lr / c1)
+            return
         self.t += 1
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
         for p, g, m, v in zip(params, grads, self.m, self.v):
@@ -311,6 +328,7 @@ class Adam:
     @torch.no_grad()
     def reset(self, rows: torch.Tensor) -> None:
         """Forget the moments of models ``rows`` (boolean), as a fresh Adam would."""
+        assert self.count == 0, "a reset needs the per-model path (tensor lr) throughout"
         self.t[rows] = 0
         for m, v in zip(self.m, self.v):
             m[rows] = 0
@@ -374,15 +392,16 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
     sigma = torch.as_tensor(sigmas if sigmas is not None else [1.0] * m, dtype=dtype)
     goal, smooth = spec.goal, spec.mode == "smooth"
     generators = [torch.Generator().manual_seed(int(s) * 1_000_003 + 17) for s in seeds]
-    per_step = torch.tensor([step_flops(n, model) for model in models], dtype=torch.float64)
+    per_step = [step_flops(n, model) for model in models]
+    probe_factor = 2 * (n + spec.smooth_probes) / n  # a smoothing step adds double backprop at the probes
 
     ids = torch.arange(m)  # original index of each model still in the batch
     phase_start = torch.full((m,), -1, dtype=torch.long)  # step at which smoothing began, -1 before
     mu = torch.full((m,), spec.smooth_mu, dtype=dtype)
     adam = Adam(stack.params, spec.weight_decay)
     results: dict[int, tuple] = {}
+    flops: dict[int, float] = {}  # useful training FLOPs per model, counted when it leaves the batch
     kept: dict[int, tuple] = {}  # smooth mode: the last feasible iterate of each smoothing model
-    flops = torch.zeros(m, dtype=torch.float64)
     total = spec.max_steps + (spec.smooth_steps if smooth else 0)
 
     def snapshot(row: int, step: int, reached: bool, surrogate: float | None = None) -> tuple:
@@ -438,6 +457,8 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
                 for row in torch.nonzero(finished).flatten().tolist():
                     i = int(ids[row])
                     results[i] = kept.pop(i) if i in kept else snapshot(row, step, bool(met[row]))
+                    smoothed = step - int(phase_start[row]) if int(phase_start[row]) >= 0 else 0
+                    flops[i] = per_step[i] * (step + smoothed * probe_factor)
                 keep = torch.nonzero(~finished).flatten()
                 if len(keep) == 0:
                     break
@@ -447,10 +468,11 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
                 grads = _select(grads, keep, stack)
                 adam.select(keep, stack)
 
-        flops[ids] += per_step[ids] * (1 + smoothing.to(torch.float64) * 2 * (n + spec.smooth_probes) / n)
-        lr = cosine(spec.lr, torch.full((len(ids),), float(step), dtype=dtype), spec.max_steps)
         if smooth:
+            lr = cosine(spec.lr, torch.full((len(ids),), float(step), dtype=dtype), spec.max_steps)
             lr = torch.where(smoothing, cosine(spec.smooth_lr, (step - phase_start).to(dtype), spec.smooth_steps), lr)
+        else:
+            lr = float(cosine(spec.lr, torch.tensor(float(step), dtype=torch.float64), spec.max_steps))
         adam.step(stack.params, grads, lr)
 
     seconds = (time.perf_counter() - start) / m
@@ -461,5 +483,5 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
             for p, value in zip(model.parameters(), values):
                 p.copy_(value)
             out.append(FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
-                                 seconds=seconds, mode=spec.mode, flops=float(flops[i]), smooth_surrogate=surrogate))
+                                 seconds=seconds, mode=spec.mode, flops=flops[i], smooth_surrogate=surrogate))
     return out
