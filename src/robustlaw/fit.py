@@ -352,7 +352,8 @@ def _select(tensors: list[torch.Tensor], keep: torch.Tensor, stack: Stack) -> li
 
 
 def cosine(lr: float, t: torch.Tensor, total: int) -> torch.Tensor:
-    """Cosine decay from lr to lr / 100 over ``total`` steps, evaluated at steps ``t``."""
+    """Cosine decay from lr to lr / 100 over ``total`` steps, evaluated at steps ``t`` (the smooth
+    mode's per-model schedule; the train mode evaluates the same formula in Python floats)."""
     low = lr * 0.01
     return low + (lr - low) * 0.5 * (1 + torch.cos(math.pi * t.clamp(max=total) / total))
 
@@ -472,7 +473,7 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
             lr = cosine(spec.lr, torch.full((len(ids),), float(step), dtype=dtype), spec.max_steps)
             lr = torch.where(smoothing, cosine(spec.smooth_lr, (step - phase_start).to(dtype), spec.smooth_steps), lr)
         else:
-            lr = float(cosine(spec.lr, torch.tensor(float(step), dtype=torch.float64), spec.max_steps))
+            lr = spec.lr * 0.01 + spec.lr * 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, spec.max_steps) / spec.max_steps))
         adam.step(stack.params, grads, lr)
 
     seconds = (time.perf_counter() - start) / m
