@@ -84,7 +84,7 @@ class FitSpec:
     weight_decay: float = 0.0
     mode: str = "train"
     smooth_steps: int = 2000
-    smooth_lr: float = 0.01
+    smooth_lr: float = 0.003
     smooth_mu: float = 1.0
     smooth_probes: int = 256
     smooth_top: int = 1
