@@ -104,16 +104,27 @@ def scaling(figure: Path = HERE / "fit_scaling.png") -> dict:
         times = [step_time(**{**base, axis: v}) for v in values]
         slope = float(np.polyfit(np.log(values), np.log(times), 1)[0])
         out[axis] = {"values": values, "seconds": times, "slope": slope}
+    # two-term cost model: elementwise work ~ n k (activation, its backward, Adam) plus matmuls ~ n k d
+    points = [({**base, axis: v}, t) for axis, row in out.items() for v, t in zip(row["values"], row["seconds"])]
+    features = np.array([[p["n"] * p["k"], p["n"] * p["k"] * p["d"]] for p, _ in points], float)
+    coef = np.linalg.lstsq(features, np.array([t for _, t in points]), rcond=None)[0]
+    out["model"] = {"seconds_per_nk": float(coef[0]), "seconds_per_nkd": float(coef[1]),
+                    "gflops_of_matmul_term": float(6 / coef[1] / 1e9) if coef[1] > 0 else None}
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), sharey=True)
-    for ax, (axis, row) in zip(axes, out.items()):
+    for ax, axis in zip(axes, grids):
+        row = out[axis]
         ax.loglog(row["values"], [1e3 * s for s in row["seconds"]], "o-", label=f"measured (slope {row['slope']:.2f})")
         ref = np.array(row["values"], float)
         ax.loglog(ref, 1e3 * row["seconds"][-1] * ref / ref[-1], "--", color="grey", label="slope 1")
+        shape = {**{a: float(v) for a, v in base.items()}, axis: ref}
+        model = coef[0] * shape["n"] * shape["k"] + coef[1] * shape["n"] * shape["k"] * shape["d"]
+        ax.loglog(ref, 1e3 * model * np.ones_like(ref), ":", color="black", label="fit n k (a + b d)")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(axis + "  (others: " + ", ".join(f"{a}={v}" for a, v in base.items() if a != axis) + ")")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("ms per full-batch Adam step")

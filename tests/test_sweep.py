@@ -18,9 +18,9 @@ from robustlaw.sweep import LocalExecutor, SweepSpec, batches, make_executor, ru
 TIMING = {"fit_seconds", "certify_seconds", "seconds"}
 
 
-def tiny(name="tiny", widths=(4, 8, 16), seeds=(0, 1), **fit):
+def tiny(name="tiny", widths=(4, 8, 16), seeds=(0, 1), batch_size=32, **fit):
     return SweepSpec.from_dict({
-        "name": name, "seeds": list(seeds),
+        "name": name, "seeds": list(seeds), "batch_size": batch_size,
         "data": {"n": 24, "d": 6},
         "model": {"width": list(widths)},
         "fit": {"tol": 0.1, "max_steps": 300, **fit},
@@ -156,3 +156,24 @@ def test_ray_sweep_matches_local_and_retries_a_dead_worker(tmp_path):
         remote = {r["key"]: untimed(r) for r in run_sweep(sweep, store, DyingRay(workers=2))}
     assert marker.exists()
     assert remote == local and all(r["status"] == "ok" for r in remote.values())
+
+
+def _die_once(marker, task):
+    """Kill this worker process the first time it is called (for the retry test)."""
+    import os
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return sweep_module.safe_run_group(task)
+
+
+def test_local_worker_that_dies_has_its_run_retried(tmp_path):
+    import functools
+
+    sweep = tiny(widths=(4,), seeds=(0, 1), batch_size=1)
+    tasks = [[r] for r in sweep.runs]
+    outcomes = list(LocalExecutor(2).map_unordered(functools.partial(_die_once, str(tmp_path / "died")), tasks))
+    assert (tmp_path / "died").exists()
+    assert sorted(t[0].key() for t, _ in outcomes) == sorted(r.key() for r in sweep.runs)
+    assert all(isinstance(out, list) and out[0]["status"] == "ok" for _, out in outcomes)

@@ -122,6 +122,7 @@ def measure(run: Prepared, fitted: FitResult) -> dict:
         "widths": json.dumps(spec.model.hidden), "depth": model.depth, "P": P,
         "mode": fitted.mode, "target": spec.fit.target, "reached": fitted.reached, "steps": fitted.steps,
         "train_mse": fitted.train_mse, "train_max_err": fitted.train_max_err, "fit_seconds": fitted.seconds,
+        "fit_flops": fitted.flops, "smooth_surrogate": fitted.smooth_surrogate,
         "domain": bracket.domain, "lip_lower": bracket.lower, "lip_upper": bracket.upper,
         "lip_exact": bracket.exact, "lower_method": bracket.lower_method, "upper_method": bracket.upper_method,
         "witness": json.dumps([round(float(v), 8) for v in bracket.witness]), "certify_seconds": bracket.seconds,
