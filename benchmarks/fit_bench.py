@@ -109,7 +109,7 @@ def scaling(figure: Path = HERE / "fit_scaling.png") -> dict:
     features = np.array([[p["n"] * p["k"], p["n"] * p["k"] * p["d"]] for p, _ in points], float)
     coef = np.linalg.lstsq(features, np.array([t for _, t in points]), rcond=None)[0]
     out["model"] = {"seconds_per_nk": float(coef[0]), "seconds_per_nkd": float(coef[1]),
-                    "gflops_of_matmul_term": float(6 / coef[1] / 1e9) if coef[1] > 0 else None}
+                    "gflops_of_matmul_term": float(4 / coef[1] / 1e9) if coef[1] > 0 else None}
     import matplotlib
 
     matplotlib.use("Agg")
