@@ -111,3 +111,19 @@ def test_smooth_mode_keeps_the_fit_and_lowers_the_gradient_at_the_data():
 def test_bad_fit_spec_names_the_field(fields, where):
     with pytest.raises(SpecError, match=where):
         FitSpec(**fields)
+
+
+def test_closed_form_gradient_matches_autograd():
+    from robustlaw.fit import Stack
+
+    sets = [data(s) for s in (0, 1)]
+    stack = Stack([two_layer(8, 5, seed=0), two_layer(8, 20, seed=1)])
+    assert stack.closed_form
+    X = stack.augment(torch.as_tensor(np.stack([d.X for d in sets]), dtype=torch.float32))
+    y = torch.as_tensor(np.stack([d.y for d in sets]), dtype=torch.float32)
+    residual, grads = stack.mse_grads(X, y)
+    params = [p.requires_grad_(True) for p in stack.params]
+    loss = ((stack.forward(X, stack.masks()) - y) ** 2).mean(dim=1).sum()
+    for a, b in zip(grads, torch.autograd.grad(loss, params)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(residual, stack.forward(X, stack.masks()).detach() - y)
