@@ -98,7 +98,8 @@ def scaling(figure: Path = HERE / "fit_scaling.png") -> dict:
     """Time per step against n, k, d around (n, k, d) = (2000, 256, 64), with log-log slopes."""
     torch.set_num_threads(1)
     base = {"n": 2000, "k": 256, "d": 64}
-    grids = {"n": [250, 500, 1000, 2000, 4000, 8000], "k": [32, 64, 128, 256, 512, 1024], "d": [8, 16, 32, 64, 128, 256]}
+    grids = {"n": [250, 500, 1000, 2000, 4000, 8000], "k": [32, 64, 128, 256, 512, 1024],
+             "d": [8, 16, 32, 64, 128, 256]}
     out = {}
     for axis, values in grids.items():
         times = [step_time(**{**base, axis: v}) for v in values]

@@ -139,7 +139,8 @@ def measure(run: Prepared, fitted: FitResult) -> dict:
 def failed_record(spec: RunSpec, error: BaseException) -> dict:
     """The record of a run that raised: its spec and the error, so the sweep goes on."""
     return {"key": spec.key(), "sweep": spec.sweep, "status": "error", "seed": spec.seed,
-            "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=5),
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error, limit=5)),
             "n": spec.data.n, "d": spec.data.d, "spec": json.dumps(spec.as_dict(), sort_keys=True)}
 
 

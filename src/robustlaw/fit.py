@@ -10,16 +10,20 @@ Modes (``FitSpec.mode``):
 - ``train``: plain full-batch AdamW on the train MSE; a model stops the moment it meets its target.
 - ``smooth``: the law bounds *every* interpolator, so this mode searches for the least-Lipschitz
   one. After plain training meets the target, it minimises a Lipschitz surrogate -- the mean of
-  the ``smooth_top`` largest input-gradient norms at the data points and ``smooth_probes`` fresh
-  probe points per step (between data of opposite labels, jittered data, uniform in the data ball) -- plus a penalty ``mu`` on fit violations beyond ``tol / 2`` (or beyond the memorise
-  budget), doubling ``mu`` whenever the target is lost (penalty continuation). It returns the
-  last iterate that met the target, so a smooth fit always meets the same target as plain training.
+  the ``smooth_top`` largest input-gradient norms at the data points and at ``smooth_probes``
+  fresh probe points per step (between data of opposite labels, jittered data, uniform in the
+  data ball) -- plus ``mu`` times the fit violation beyond ``tol / 2`` (or beyond 0.9 of the
+  memorise budget), doubling ``mu`` whenever the target is lost (penalty continuation), for
+  ``smooth_steps`` steps of Adam restarted at ``smooth_lr``. It returns the last iterate that met
+  the target, so a smooth fit meets the same target as plain training.
 
-Batching: models of one depth and activation are stacked, hidden layers zero-padded to the widest
-model with the padded units masked to exactly zero (so their gradients and Adam updates are exactly
-zero), and trained with batched matmuls and one elementwise Adam. A model leaves the batch when it
-is done, and the padding shrinks with it. Every random choice a model makes comes from its own
-seed, so its result does not depend on which models it was batched with.
+Batching (:class:`Stack`): models of one depth and activation are stacked, hidden layers
+zero-padded to the widest model (in multiples of 16), and trained with batched matmuls and one
+elementwise Adam. A model leaves the batch when it is done, and the padding shrinks with it.
+The layout keeps every real unit's arithmetic identical whatever the padding and batch size,
+and every random choice a model makes comes from its own seed, so a model's result is bitwise
+the same alone or batched. Two-layer ReLU nets in train mode get their gradient in closed form
+(:meth:`Stack.mse_grads`), the rest by autograd.
 """
 
 from __future__ import annotations
@@ -154,11 +158,11 @@ class Stack:
     """Same-depth networks as stacked, zero-padded tensors.
 
     ``weights[l]``: (m, in_l [+ 1], out_l) for hidden layers, transposed and with the bias as a
-    last input row (the layer's input gets a column of ones); the head is (m, 2, in [+ 1]). In this layout padding a hidden width only adds columns
-    to matrix products, so every real unit's arithmetic -- forward and backward -- is the same
-    whatever the padding; a separate bias would have its gradient summed over n by a reduction
-    whose order depends on the padded width. ``widths``: (m, depth - 1) true hidden widths; units
-    beyond a model's width are masked to zero.
+    last input row (the layer's input gets a column of ones); the head is (m, 2, in [+ 1]). In
+    this layout padding a hidden width only adds columns to matrix products, so every real unit's
+    arithmetic -- forward and backward -- is the same whatever the padding; a separate bias would
+    have its gradient summed over n by a reduction whose order depends on the padded width.
+    ``widths``: (m, depth - 1) true hidden widths; units beyond a model's width are zero.
     """
 
     def __init__(self, models: list[Network]):
@@ -314,7 +318,8 @@ def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Gener
         q, d, generator=generator, dtype=X.dtype) / math.sqrt(d)
     rest = count - 2 * q
     ball = torch.randn(rest, d, generator=generator, dtype=X.dtype)
-    ball = radius * ball / ball.norm(dim=1, keepdim=True) * torch.rand(rest, 1, generator=generator, dtype=X.dtype) ** (1 / d)
+    inside = torch.rand(rest, 1, generator=generator, dtype=X.dtype) ** (1 / d)
+    ball = radius * ball / ball.norm(dim=1, keepdim=True) * inside
     points = torch.cat([data, between, near, ball])
     norms = points.norm(dim=1, keepdim=True)
     return points * (radius / norms).clamp(max=1.0)
@@ -510,7 +515,8 @@ def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], 
             lr = cosine(spec.lr, torch.full((len(ids),), float(step), dtype=dtype), spec.max_steps)
             lr = torch.where(smoothing, cosine(spec.smooth_lr, (step - phase_start).to(dtype), spec.smooth_steps), lr)
         else:
-            lr = spec.lr * 0.01 + spec.lr * 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, spec.max_steps) / spec.max_steps))
+            decay = 0.5 * (1 + math.cos(math.pi * min(step, spec.max_steps) / spec.max_steps))
+            lr = spec.lr * 0.01 + spec.lr * 0.99 * decay
         adam.step(stack.params, grads, lr)
 
     seconds = (time.perf_counter() - start) / m

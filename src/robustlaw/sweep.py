@@ -297,7 +297,8 @@ def make_executor(kind: str = "local", workers: int | None = None, address: str 
     raise RobustlawError(f"unknown executor {kind!r} (known: local, ray)")
 
 
-def run_sweep(sweep: SweepSpec, store: Store, executor=None, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+def run_sweep(sweep: SweepSpec, store: Store, executor=None,
+              on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every run of ``sweep`` not yet in ``store``; write each record as it arrives.
 
     Returns the sweep's records (old and new). The driver is the store's only writer, and each
