@@ -127,3 +127,12 @@ def test_closed_form_gradient_matches_autograd():
     for a, b in zip(grads, torch.autograd.grad(loss, params)):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
     assert torch.allclose(residual, stack.forward(X, stack.masks()).detach() - y)
+
+
+def test_smooth_mode_keeps_a_memorise_target():
+    ds = data(4)
+    model = two_layer(8, 32, seed=4)
+    result = fit(model, ds.X, ds.y, FitSpec(target="memorise", eps=0.5, max_steps=3000, mode="smooth",
+                                            smooth_steps=300), seed=4)
+    mse = np.mean((predict(model, ds.X) - ds.y) ** 2)
+    assert result.reached and result.mode == "smooth" and mse <= ds.sigma**2 - 0.5 + 1e-6
