@@ -52,16 +52,23 @@ def main():
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("robustlaw-results"),
               show_default=True, help="Folder for the results database and the HTML report.")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: all cores).")
-def run(spec: Path | None, out: Path, workers: int | None):
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where runs execute: local worker processes, or a Ray cluster (pip install 'robustlaw[ray]').")
+@click.option("--address", default=None, help="Ray cluster address (e.g. ray://host:10001 or auto); default: "
+              "start a local Ray instance.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes, one thread each (default: all cores); for a local Ray instance, its CPUs.")
+def run(spec: Path | None, out: Path, executor: str, address: str | None, workers: int | None):
     """Run the sweep in SPEC (a TOML file; default: the embedded BLN20 sphere sweep).
 
-    Records go to OUT/results.db as they finish; re-running skips finished runs.
+    Records go to OUT/results.db as they finish; re-running skips finished runs, so an
+    interrupted (even killed) sweep resumes where it stopped.
     """
     from robustlaw.store import Store
-    from robustlaw.sweep import LocalExecutor, SweepSpec, run_sweep
+    from robustlaw.sweep import SweepSpec, make_executor, run_sweep
 
     sweep = SweepSpec.from_toml(spec) if spec else SweepSpec.default()
+    pool = make_executor(executor, workers, address)
     db = out / "results.db"
     start = time.perf_counter()
     with Store(db) as store:
@@ -71,7 +78,7 @@ def run(spec: Path | None, out: Path, workers: int | None):
                    TextColumn("eta"), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("runs", total=todo)
-            records = run_sweep(sweep, store, LocalExecutor(workers), on_record=lambda r: progress.advance(task))
+            records = run_sweep(sweep, store, pool, on_record=lambda r: progress.advance(task))
         print_summary(records, f"{sweep.name}: {sweep.description}")
         report = write_report(records, out, title=f"robustlaw: {sweep.name}", description=sweep.description)
     console.print(f"results: {db}")

@@ -20,7 +20,7 @@ import torch
 from robustlaw.constructions import build_construction, mcshane_constant
 from robustlaw.data import DataSpec, Dataset, make_dataset
 from robustlaw.errors import require
-from robustlaw.fit import FitResult, FitSpec, fit_many
+from robustlaw.fit import FitResult, FitSpec, fit_many, padded_width
 from robustlaw.lipschitz import Bracket, Domain, certify, mean_gradient_norm
 from robustlaw.models import ModelSpec, Network
 from robustlaw.theory import bln20_lip, bs21_lip_lower, deep_net_J, law_scale
@@ -76,8 +76,16 @@ class RunSpec:
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def architecture(self) -> tuple:
-        """Runs with equal architecture and data shape can be trained in one batch."""
-        return (self.model, self.data.n, self.data.d, self.fit)
+        """Runs with an equal key can be fitted in one batch: same data shape, fit spec and
+        activation; two-layer nets of any width (padded), deeper nets of equal widths."""
+        m = self.model
+        shape = ("two_layer",) if m.family == "two_layer" else (m.family, m.widths)
+        return (*shape, m.activation, m.q, self.data.n, self.data.d, self.fit)
+
+    def work(self) -> int:
+        """n times the padded parameter count: the size of one training step, for batching."""
+        sizes = [self.data.d, *(padded_width(w) for w in self.model.hidden), 1]
+        return self.data.n * sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 @dataclass
@@ -117,6 +125,7 @@ def measure(run: Prepared, fitted: FitResult) -> dict:
         "widths": json.dumps(spec.model.hidden), "depth": model.depth, "P": P,
         "mode": fitted.mode, "target": spec.fit.target, "reached": fitted.reached, "steps": fitted.steps,
         "train_mse": fitted.train_mse, "train_max_err": fitted.train_max_err, "fit_seconds": fitted.seconds,
+        "fit_flops": fitted.flops, "smooth_surrogate": fitted.smooth_surrogate,
         "domain": bracket.domain, "lip_lower": bracket.lower, "lip_upper": bracket.upper,
         "lip_exact": bracket.exact, "lower_method": bracket.lower_method, "upper_method": bracket.upper_method,
         "witness": json.dumps([round(float(v), 8) for v in bracket.witness]), "certify_seconds": bracket.seconds,
@@ -133,7 +142,8 @@ def measure(run: Prepared, fitted: FitResult) -> dict:
 def failed_record(spec: RunSpec, error: BaseException) -> dict:
     """The record of a run that raised: its spec and the error, so the sweep goes on."""
     return {"key": spec.key(), "sweep": spec.sweep, "status": "error", "seed": spec.seed,
-            "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=5),
+            "error": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error, limit=5)),
             "n": spec.data.n, "d": spec.data.d, "spec": json.dumps(spec.as_dict(), sort_keys=True)}
 
 
@@ -145,7 +155,7 @@ def run_group(specs: list[RunSpec]) -> list[dict]:
     if specs[0].model.family == "construction":
         return _run_constructions(prepared, start)
     fitted = fit_many([p.model for p in prepared], [p.data.X for p in prepared], [p.data.y for p in prepared],
-                      specs[0].fit, [p.data.sigma for p in prepared])
+                      specs[0].fit, [p.data.sigma for p in prepared], [s.seed for s in specs])
     return _measure_all(prepared, fitted, start)
 
 
