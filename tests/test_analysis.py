@@ -32,3 +32,20 @@ def test_law_fit_uses_only_runs_that_reached_their_target():
     fit = law_fit(rows)
     # Lip = 2 sqrt(nd/P) is exponent 1/2 in n d / P
     assert fit.points == 3 and abs(fit.exponent - 0.5) < 1e-9
+
+
+def test_series_are_fitted_apart_never_pooled():
+    from robustlaw.analysis import law_fits
+
+    train = [{"status": "ok", "reached": True, "mode": "train", "law_scale": s, "lip_lower": 10 * s**0.4}
+             for s in (1.0, 2.0, 4.0)]
+    smooth = [{"status": "ok", "reached": True, "mode": "smooth", "law_scale": s, "lip_lower": 3 * s}
+              for s in (1.0, 2.0, 4.0)]
+    caps = [{"status": "ok", "reached": True, "mode": "construction", "construction": "caps", "law_scale": s,
+             "lip_lower": 10.0} for s in (1.0, 2.0, 4.0)]
+    fits = law_fits(train + smooth + caps)
+    assert set(fits) == {"train", "smooth", "caps"}
+    # Lip = C sqrt(nd/P)^e is exponent e / 2 in n d / P
+    assert abs(fits["train"].exponent - 0.2) < 1e-9
+    assert abs(fits["smooth"].exponent - 0.5) < 1e-9
+    assert abs(fits["caps"].exponent) < 1e-9

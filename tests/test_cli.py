@@ -92,3 +92,18 @@ def test_every_command_has_help():
     for command in [[], *([name] for name in main.commands)]:
         result = runner.invoke(main, [*command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_embedded_default_is_the_bln20_sweep_across_the_interpolation_range():
+    from pathlib import Path
+
+    from robustlaw.sweep import SweepSpec, default_spec_text
+
+    example = Path(__file__).parent.parent / "examples" / "default.toml"
+    assert example.read_text() == default_spec_text()
+    sweep = SweepSpec.default()
+    widths = sorted({r.model.width for r in sweep.runs})
+    n, d = sweep.runs[0].data.n, sweep.runs[0].data.d
+    assert widths[0] <= n / d and widths[-1] >= n  # P from ~ n up to ~ n d
+    assert {r.fit.mode for r in sweep.runs} == {"train", "smooth"}
+    assert all(r.data.distribution == "sphere" and r.data.labels == "signs" for r in sweep.runs)

@@ -46,7 +46,29 @@ def fit_power_law(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) 
     return PowerLawFit(float(slope), float(lo), float(hi), float(np.exp(intercept)), int(len(lx)), level)
 
 
+def series(record: dict) -> str:
+    """Which curve a record belongs to: its construction's name, or the fit mode that produced it.
+
+    Plain training, the least-Lipschitz search and each construction are different searches over
+    interpolators; their exponents are fitted and drawn apart, never pooled."""
+    return record.get("construction") or record.get("mode") or "train"
+
+
+def by_series(records: list[dict]) -> dict[str, list[dict]]:
+    """Completed records grouped by :func:`series`, in order of first appearance."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("status") == "ok":
+            groups.setdefault(series(r), []).append(r)
+    return groups
+
+
 def law_fit(records: list[dict], column: str = "lip_lower") -> PowerLawFit | None:
     """Fit ``column`` against n d / P over the runs that completed and reached their target."""
     rows = [r for r in records if r.get("status") == "ok" and r.get("reached")]
     return fit_power_law([r["law_scale"] ** 2 for r in rows], [r[column] for r in rows])
+
+
+def law_fits(records: list[dict], column: str = "lip_lower") -> dict[str, PowerLawFit | None]:
+    """:func:`law_fit` for each series of the records."""
+    return {name: law_fit(rows, column) for name, rows in by_series(records).items()}

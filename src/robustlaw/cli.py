@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from robustlaw.analysis import LAW_EXPONENT, law_fit
+from robustlaw.analysis import LAW_EXPONENT
 from robustlaw.effdim import DEFAULT_MAX_POINTS
 from robustlaw.errors import RobustlawError
-from robustlaw.report import TABLE_COLUMNS, format_value, write_report
+from robustlaw.report import TABLE_COLUMNS, exponent_lines, format_value, table_rows, write_report
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped
 
@@ -25,21 +25,19 @@ def results_table(records: list[dict], title: str) -> Table:
     table = Table(title=title)
     for _, label in TABLE_COLUMNS:
         table.add_column(label, justify="right")
-    for r in sorted((r for r in records if r.get("status") == "ok"), key=lambda r: (r["n"], r["d"], r["P"], r["seed"])):
+    for r in table_rows(records):
         table.add_row(*(format_value(r.get(c)) for c, _ in TABLE_COLUMNS))
     return table
 
 
 def print_summary(records: list[dict], title: str) -> None:
     console.print(results_table(records, title))
-    failed = [r for r in records if r.get("status") != "ok"]
-    for r in failed:
-        console.print(f"[red]run {r['key']} failed:[/red] {r.get('error')}")
-    fit = law_fit(records)
-    if fit:
-        console.print(f"Lip (lower bound) ~ (n d / P)^alpha: alpha = {fit.describe()}; the law predicts {LAW_EXPONENT}")
-    else:
-        console.print("Too few fitted runs for a scaling fit.")
+    for r in records:
+        if r.get("status") != "ok":
+            console.print(f"[red]run {r['key']} failed:[/red] {r.get('error')}")
+    for line in exponent_lines(records):
+        console.print(line)
+    console.print(f"(the law predicts alpha = {LAW_EXPONENT} for the smoothest interpolator; 95% bootstrap intervals)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
