@@ -114,26 +114,37 @@ def _emit(payload: dict, rows: list[tuple[str, str, str]], as_json: bool, title:
     console.print(table)
 
 
+def bs21_options(command):
+    """The options of BS21 Theorem 3's setting shared by ``bound`` and ``predict``."""
+    options = [
+        click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma = sqrt(E Var(y|x))."),
+        click.option("--eps", type=float, default=None,
+                     help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2: fit half the noise)."),
+        click.option("--W", "W", type=float, default=1.0, show_default=True, help="Diameter of the parameter set."),
+        click.option("--c", "c", type=float, default=1.0, show_default=True, help="Isoperimetry constant c."),
+        click.option("--delta", type=float, default=0.01, show_default=True, help="Failure probability delta."),
+        click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2 (prefactor)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _status(ok: bool | None) -> str:
     return "not checked" if ok is None else ("holds" if ok else "FAILS")
 
 
 @main.command()
+@bs21_options
 @click.option("--n", "n", type=float, required=True, help="Number of data points.")
 @click.option("--d", "d", type=float, required=True, help="Data dimension (or an effective dimension).")
 @click.option("--params", "P", type=float, required=True, help="Parameter count P of the model class.")
-@click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma = sqrt(E Var(y|x)).")
-@click.option("--eps", type=float, default=None, help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2).")
-@click.option("--W", "W", type=float, default=1.0, show_default=True, help="Diameter of the parameter set.")
 @click.option("--J", "J", type=float, default=None, help="Lipschitz constant of the parametrisation (default 1, "
               "or R (W Q P)^D with --depth).")
 @click.option("--depth", type=int, default=None, help="Depth D: take J = R (W Q P)^D (BS21 Lemma 3.1).")
 @click.option("--radius", "R", type=float, default=1.0, show_default=True, help="Data radius R for --depth.")
 @click.option("--sharing", "Q", type=float, default=1.0, show_default=True, help="Weight sharing Q for --depth.")
-@click.option("--c", "c", type=float, default=1.0, show_default=True, help="Isoperimetry constant c.")
-@click.option("--delta", type=float, default=0.01, show_default=True, help="Failure probability delta.")
 @click.option("--C1", "C1", type=float, default=1.0, show_default=True, help="BS21 constant C1 (dimension condition).")
-@click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2 (prefactor).")
 @click.option("--variant", type=click.Choice(["seed", "neurips"]), default="seed", show_default=True,
               help="BS21 constants: seed 004's eq. (10) or the NeurIPS version.")
 @click.option("--k-mixture", type=int, default=1, show_default=True, help="Mixture components k (condition (8)).")
@@ -216,6 +227,7 @@ def effdim(data, method, max_points, seed, as_json):
 
 
 @main.command()
+@bs21_options
 @click.option("--n", "n", type=float, default=None, help="Number of data points (default: the data's).")
 @click.option("--d", "d", type=float, default=None, help="Ambient dimension (default: the data's).")
 @click.option("--effective-dim", type=float, default=None, help="Effective dimension d_eff (default: d).")
@@ -225,13 +237,7 @@ def effdim(data, method, max_points, seed, as_json):
 @click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
               help="With --data: estimate on a uniform subsample of at most this many points.")
 @click.option("--target-lip", type=float, required=True, help="The Lipschitz constant L to reach.")
-@click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma.")
-@click.option("--eps", type=float, default=None, help="BS21 fit margin (default sigma^2 / 2: fit half the noise).")
-@click.option("--W", "W", type=float, default=1.0, show_default=True, help="BS21: diameter of the parameter set.")
 @click.option("--J", "J", type=float, default=1.0, show_default=True, help="BS21: parametrisation Lipschitz constant.")
-@click.option("--c", "c", type=float, default=1.0, show_default=True, help="BS21: isoperimetry constant.")
-@click.option("--delta", type=float, default=0.01, show_default=True, help="BS21: failure probability.")
-@click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, eps, W, J, c, delta, C2, as_json):
     """Parameters needed to memorise N points robustly (Lip <= L): the slides' back-of-the-envelope.

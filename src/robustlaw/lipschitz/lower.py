@@ -166,6 +166,19 @@ def _segment(domain: Domain, x: np.ndarray, v: np.ndarray, span: float) -> tuple
     return (-Bq - root) / (2 * A) * (1 - 1e-9), (-Bq + root) / (2 * A) * (1 - 1e-9)
 
 
+def _chords(domain: Domain, x: np.ndarray, directions, span: float):
+    """For each non-zero direction, the unit vector v and the parameter range [t0, t1] of the
+    domain's part of the line x + t v (|t| <= span); directions whose line misses the domain are skipped."""
+    for v in directions:
+        nv = np.linalg.norm(v)
+        if nv == 0:
+            continue
+        v = v / nv
+        t0, t1 = _segment(domain, x, v, span)
+        if t1 > t0:
+            yield v, t0, t1
+
+
 def _line_best(net: Net, x: np.ndarray, v: np.ndarray, t0: float, t1: float) -> tuple[float, np.ndarray]:
     """The exact max of ||grad f|| over the cells the segment x + t v, t in [t0, t1], crosses (two-layer PWL);
     returns the value and the midpoint of the best piece."""
@@ -224,14 +237,7 @@ def line_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
             cands += [rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
             improved = False
             span = 10 * (scale + float(np.linalg.norm(x)))
-            for v in cands:
-                nv = np.linalg.norm(v)
-                if nv == 0:
-                    continue
-                v = v / nv
-                t0, t1 = _segment(domain, x, v, span)
-                if t1 <= t0:
-                    continue
+            for v, t0, t1 in _chords(domain, x, cands, span):
                 val, xn = _line_best(net, x, v, t0, t1)
                 if val > value * (1 + 1e-12):
                     value, x, improved = val, xn, True
@@ -256,14 +262,7 @@ def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
                 break
             g = net.gradients(x[None])[0]
             improved = False
-            for v in [g] + [rng.standard_normal(net.d) for _ in range(directions - 1)]:
-                nv = np.linalg.norm(v)
-                if nv == 0:
-                    continue
-                v = v / nv
-                t0, t1 = _segment(domain, x, v, span)
-                if t1 <= t0:
-                    continue
+            for v, t0, t1 in _chords(domain, x, [g] + [rng.standard_normal(net.d) for _ in range(directions - 1)], span):
                 ts = np.concatenate([np.linspace(t0, t1, samples), rng.uniform(t0, t1, samples // 4)])
                 pts = x + ts[:, None] * v
                 if domain.kind == "sphere":
