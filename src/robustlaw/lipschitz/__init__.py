@@ -78,7 +78,8 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
     output, a :class:`Net`, or a path to an ``.npz`` file. ``lower`` is the float64 gradient norm at
     ``witness`` (a point of the domain); ``upper`` is a certificate. Two-layer ReLU nets are solved
     exactly when their activation patterns can be covered in time; otherwise the bracket is the best
-    found before ``time_limit`` seconds (None: no limit).
+    found before ``time_limit`` seconds. With ``time_limit=None`` every search runs a fixed number of
+    rounds instead, so the same model, data and seed give the same bracket (what sweeps use).
     """
     if threads is not None:
         # many small eigen-problems and LPs: one BLAS thread is faster than two fighting on a loaded box

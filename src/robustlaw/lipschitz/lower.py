@@ -303,17 +303,18 @@ def _projected(domain: Domain, points) -> np.ndarray:
 
 
 def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.ndarray], rng: np.random.Generator,
-                 deadline: float) -> tuple[list[tuple[np.ndarray, str]], int]:
+                 deadline: float, max_rounds: int = 50) -> tuple[list[tuple[np.ndarray, str]], int]:
     """Rounds of :func:`line_walk` (two-layer ReLU nets) from the best points so far, the steepest data
     points and random domain points, then around the best found, until a quarter of the time left (at
-    most 3 s) is spent. On R^d it also walks inside balls of radius R and 3R, where other regions lie.
+    most 3 s) is spent, or ``max_rounds`` rounds without a deadline. On R^d it also walks inside balls of radius R and 3R, where other regions lie.
     Returns the points found (with their method) and the number of rounds."""
     starts = list(best)
     if X is not None and len(X):
         grads = np.linalg.norm(net.gradients(X), axis=1)
         starts += list(np.asarray(X, dtype=float)[np.argsort(-grads)[:8]])
     c, R = _ball_of(domain, net.d)
-    walk_end = time.perf_counter() + min(0.25 * (deadline - time.perf_counter()), 3.0)
+    # anytime with a deadline; with none, a fixed number of rounds, so the same seed gives the same bracket
+    walk_end = time.perf_counter() + min(0.25 * (deadline - time.perf_counter()), 3.0) if math.isfinite(deadline) else math.inf
     found, rounds = [], 0
     while True:
         rand = rng.standard_normal((8, net.d))
@@ -327,7 +328,7 @@ def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.n
             _, x = line_walk(net, inner, _projected(inner, starts), rng, deadline=walk_end)
             found.append((x, "search:line-walk"))
         rounds += 1
-        if time.perf_counter() > walk_end or rounds >= 50:
+        if time.perf_counter() > walk_end or rounds >= max_rounds:
             return found, rounds
         pool = list(best) + [x for x, _ in found if x is not None] or [starts[0]]
         best_x = max(pool, key=lambda x: witness_norm(net, x, domain))
@@ -335,14 +336,16 @@ def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.n
 
 
 def walk_grids(net: Net, domain: Domain, best: list[np.ndarray], rng: np.random.Generator,
-               deadline: float) -> list[tuple[np.ndarray, str]]:
+               deadline: float, max_rounds: int = 20) -> list[tuple[np.ndarray, str]]:
     """Rounds of :func:`grid_walk` (deep, smooth or sphere-domain nets) from the best point so far and
-    random domain points, until 40% of the time left (at most 10 s) is spent."""
+    random domain points, until 40% of the time left (at most 10 s) is spent, or ``max_rounds`` rounds."""
     c, R = _ball_of(domain, net.d)
-    walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0)
+    walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0) if math.isfinite(deadline) else math.inf
     found = []
     best_x = best[0] if best else c
-    while time.perf_counter() < walk_end:
+    for _ in range(max_rounds):
+        if time.perf_counter() > walk_end:
+            break
         rand = rng.standard_normal((6, net.d))
         starts = [best_x] + list(c + R * rand / np.linalg.norm(rand, axis=1, keepdims=True) * rng.uniform(size=(6, 1)))
         _, x = grid_walk(net, domain, _projected(domain, starts), rng, deadline=walk_end)
