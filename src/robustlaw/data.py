@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -175,7 +175,8 @@ def check_dataset(X: Array, y: Array) -> None:
         bad = ~np.isfinite(a)
         if bad.any():
             first = np.argwhere(bad)[0]
-            raise RobustlawError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or Inf), first at index {tuple(int(i) for i in first)}")
+            where = tuple(int(i) for i in first)
+            raise RobustlawError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or Inf), first at index {where}")
 
 
 def make_dataset(spec: DataSpec, seed: int) -> Dataset:

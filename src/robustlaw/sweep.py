@@ -31,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from robustlaw.data import DataSpec
 from robustlaw.errors import RobustlawError, SpecError
@@ -101,7 +101,7 @@ class SweepSpec:
     batch_work: float = 4e6
 
     @classmethod
-    def from_dict(cls, spec: dict) -> "SweepSpec":
+    def from_dict(cls, spec: dict) -> SweepSpec:
         unknown = set(spec) - TOP_LEVEL
         if unknown:
             raise SpecError(sorted(unknown)[0], f"unknown top-level key (known: {', '.join(sorted(TOP_LEVEL))})")
@@ -111,7 +111,8 @@ class SweepSpec:
         seeds = spec.get("seeds", [0])
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             seeds = [seeds]
-        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        valid = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        if not valid:
             raise SpecError("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
         batch_size = spec.get("batch_size", 32)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -135,7 +136,7 @@ class SweepSpec:
                    batch_work=float(batch_work))
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "SweepSpec":
+    def from_toml(cls, path: str | Path) -> SweepSpec:
         path = Path(path)
         if not path.is_file():
             raise RobustlawError(f"no spec file at {path}")
@@ -146,7 +147,7 @@ class SweepSpec:
         return cls.from_dict(spec)
 
     @classmethod
-    def default(cls) -> "SweepSpec":
+    def default(cls) -> SweepSpec:
         """The embedded default sweep (the same file as examples/default.toml)."""
         return cls.from_dict(tomllib.loads(default_spec_text()))
 

@@ -228,7 +228,7 @@ def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = mat
             best.sort(key=lambda t: -t[0])
             del best[top:]
     upper = math.sqrt(max(upper2, 0.0))
-    for value, p, S, beta in best:
+    for _value, p, S, beta in best:
         y = _witness_near(P, p, list(S), beta)
         if y is None:
             continue

@@ -306,7 +306,8 @@ def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.n
                  deadline: float, max_rounds: int = 50) -> tuple[list[tuple[np.ndarray, str]], int]:
     """Rounds of :func:`line_walk` (two-layer ReLU nets) from the best points so far, the steepest data
     points and random domain points, then around the best found, until a quarter of the time left (at
-    most 3 s) is spent, or ``max_rounds`` rounds without a deadline. On R^d it also walks inside balls of radius R and 3R, where other regions lie.
+    most 3 s) is spent, or ``max_rounds`` rounds without a deadline. On R^d it also walks inside
+    balls of radius R and 3R, where other regions lie.
     Returns the points found (with their method) and the number of rounds."""
     starts = list(best)
     if X is not None and len(X):
