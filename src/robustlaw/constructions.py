@@ -133,7 +133,8 @@ def active_count_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Doma
     ||grad|| = ||W_S^T a_S|| <= sqrt(lambda) ||a_S|| <= sqrt(lambda) (sum of the s largest a_j^2)^(1/2);
     the same argument with Gershgorin's bound (largest diagonal and off-diagonal Gram entries) in
     place of lambda gives a second count, and the smaller result is kept. Neurons with t_j <= 0
-    (c inside their cap) are added by the triangle inequality. For caps of m nearly orthogonal points (BLN20 3.3) this is O(m) times the per-cap slope. inf on R^d.
+    (c inside their cap) are added by the triangle inequality. For caps of m nearly orthogonal
+    points (BLN20 3.3) this is O(m) times the per-cap slope. inf on R^d.
     """
     ball = domain.bounding_ball(W.shape[1])
     if ball is None:

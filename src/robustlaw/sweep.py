@@ -111,7 +111,8 @@ class SweepSpec:
         seeds = spec.get("seeds", [0])
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             seeds = [seeds]
-        valid = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        valid = isinstance(seeds, list) and seeds and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
         if not valid:
             raise SpecError("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
         batch_size = spec.get("batch_size", 32)
