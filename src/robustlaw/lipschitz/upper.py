@@ -276,14 +276,23 @@ def _lipsdp_certified(parts, T: np.ndarray, rho: float) -> float:
 
 
 def lipsdp_bound(net: Net, boxes, deadline: float = math.inf, iters: int = 1000) -> float:
+    """See :func:`_lipsdp`."""
+    return _lipsdp(net, boxes, deadline, iters)[0]
+
+
+def _lipsdp(net: Net, boxes, deadline: float = math.inf, iters: int = 1000,
+            warm: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
     """LipSDP-Neuron (Fazlyab et al. 2019) for any depth, without an SDP solver: for any multipliers T >= 0
     the least rho with M(rho, T) <= 0 gives Lip <= sqrt(rho). T = exp(theta) is tuned by L-BFGS on
     log rho(T) (the gradient from the null vector of M) until it stalls or ``deadline``; the best T seen is
     certified by an eigenvalue check.
-    Slope boxes narrower than the activation's range (stable neurons on a bounded domain) tighten it."""
+    Slope boxes narrower than the activation's range (stable neurons on a bounded domain) tighten it.
+    ``warm``: log-multipliers to start from (a parent branch's). Returns the bound and its log-multipliers."""
     parts = _lipsdp_parts(net, boxes)
     if parts is None:
-        return math.inf
+        return math.inf, None
+    if warm is not None and _lipsdp_rho(parts, np.exp(warm)) is not None:
+        return _lipsdp_tune(net, parts, warm, deadline, iters, layer_phase=False)
     # start: per layer T_i = c_i, c_i / c_{i+1} = ||W_i||^2 (a chain of 2 x 2 blocks that is negative definite)
     norms = [np.linalg.norm(W, 2) ** 2 + 1e-12 for W in net.weights]
     c, scales = norms[-1], []
@@ -296,7 +305,13 @@ def lipsdp_bound(net: Net, boxes, deadline: float = math.inf, iters: int = 1000)
             break
         theta0[: len(theta0) - net.widths[-1]] += 1.0
     else:
-        return math.inf
+        return math.inf, None
+    return _lipsdp_tune(net, parts, theta0, deadline, iters, layer_phase=True)
+
+
+def _lipsdp_tune(net: Net, parts, theta0: np.ndarray, deadline: float, iters: int,
+                 layer_phase: bool) -> tuple[float, np.ndarray | None]:
+    """L-BFGS on log rho over the log-multipliers from a feasible ``theta0``; the certified bound and theta."""
     best = {"theta": theta0, "rho": math.inf, "calls": 0, "mark": (0, math.inf)}
 
     def fg(theta):
@@ -321,6 +336,8 @@ def lipsdp_bound(net: Net, boxes, deadline: float = math.inf, iters: int = 1000)
     layer_of = np.repeat(np.arange(net.depth - 1), net.widths)
     P = np.eye(net.depth - 1)[layer_of]
     try:
+        if not layer_phase:
+            raise _Timeout
         minimize(lambda sc: (lambda f, g: (f, P.T @ g))(*fg(theta0 + P @ sc)), np.zeros(net.depth - 1), jac=True,
                  method="L-BFGS-B", bounds=[(-20, 20)] * (net.depth - 1), options={"maxiter": 50})
     except (_Timeout, np.linalg.LinAlgError, ValueError, FloatingPointError):
@@ -335,8 +352,37 @@ def lipsdp_bound(net: Net, boxes, deadline: float = math.inf, iters: int = 1000)
     except (_Timeout, np.linalg.LinAlgError, ValueError, FloatingPointError):
         pass
     if not math.isfinite(best["rho"]):
-        return math.inf
-    return float(math.sqrt(_lipsdp_certified(parts, np.exp(best["theta"]), best["rho"])))
+        return math.inf, None
+    return float(math.sqrt(_lipsdp_certified(parts, np.exp(best["theta"]), best["rho"]))), best["theta"]
+
+
+def lipsdp_branch_bound(net: Net, boxes, deadline: float = math.inf, branches: int = 4) -> float:
+    """LipSDP-Neuron with branching on last-hidden-layer neurons of piecewise-linear activations (largest
+    output weight first): at any point where f is differentiable each such neuron's slope is one of its two
+    values, so the max over the two branches (slope fixed low, slope fixed high) bounds the gradient; the
+    worst leaf is split next, ``branches`` times at most, each child warm-started from its parent."""
+    value, theta = _lipsdp(net, boxes, deadline)
+    last = len(boxes) - 1
+    lo, hi = boxes[last]
+    if not (net.acts[last].kind in ("relu", "leaky") and math.isfinite(value)):
+        return value
+    order = [j for j in np.argsort(-np.abs(net.weights[-1][0])) if hi[j] > lo[j]]
+    leaves = [(value, theta, boxes, 0)]  # (bound, log-multipliers, boxes, neurons of ``order`` fixed)
+    for _ in range(branches):
+        worst = max(range(len(leaves)), key=lambda i: leaves[i][0])
+        bound, theta, bx, depth = leaves[worst]
+        if depth >= len(order) or time.perf_counter() > deadline:
+            break
+        j = order[depth]
+        children = []
+        for s in (bx[last][0][j], bx[last][1][j]):
+            child = [(a.copy(), b.copy()) for a, b in bx]
+            child[last][0][j] = child[last][1][j] = s
+            v, th = _lipsdp(net, child, deadline, iters=150, warm=theta)
+            # a child's points are its parent's: the parent's bound holds there too
+            children.append((min(v, bound), th if th is not None else theta, child, depth + 1))
+        leaves[worst:worst + 1] = children
+    return max(leaf[0] for leaf in leaves)
 
 
 def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, split: int = 0) -> UpperBound:
@@ -351,7 +397,7 @@ def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, sp
             candidates["shor"] = shor_bound(g0, D, deadline, split=split)
     elif net.depth > 2 and time.perf_counter() < deadline:
         # LipSDP first (usually far tighter), the tail bound with the time left
-        candidates["lipsdp"] = lipsdp_bound(net, boxes, deadline)
+        candidates["lipsdp"] = lipsdp_branch_bound(net, boxes, deadline, branches=4 * split)
         candidates["spectral+shor-tail"] = tail_shor_bound(net, boxes, deadline, split)
     candidates = {k: (v if not math.isnan(v) else math.inf) for k, v in candidates.items()}
     method = min(candidates, key=candidates.get)
