@@ -200,7 +200,7 @@ def tail_shor_bound(net: Net, boxes, deadline: float = math.inf, split: int = 0)
 
 def _lipsdp_parts(net: Net, boxes):
     """The pieces of LipSDP-Neuron's matrix M(rho, T) = -rho E_0 + E_L^T W_L^T W_L E_L + sum_j T_j Q_j over
-    z = (x_0, x_1, ..., x_{L-1}): the pre-activation map A (v = A z), the hidden-output offset and
+    z = (x_0, x_1, ..., x_{L-1}): the pre-activation map A (v = A z), the output term as an N x N matrix and
     the per-neuron slope bounds (alpha, beta); None when a slope box is unbounded."""
     alpha = np.concatenate([lo for lo, _ in boxes])
     beta = np.concatenate([hi for _, hi in boxes])
@@ -220,8 +220,9 @@ def _lipsdp_parts(net: Net, boxes):
 
 
 def _lipsdp_matrix(parts, T: np.ndarray) -> np.ndarray:
-    """M(0, T): the output term plus sum_j T_j Q_j, where z^T Q_j z = (x_j - alpha_j v_j)(beta_j v_j - x_j) * 2
-    is >= 0 for every pair of points (the slope of neuron j between them lies in [alpha_j, beta_j])."""
+    """M(0, T): the output term plus sum_j T_j Q_j, where z^T Q_j z = 2 (x_j - alpha_j v_j)(beta_j v_j - x_j) is
+    >= 0 whenever x_j = s_j v_j with s_j in [alpha_j, beta_j]: for differences of two points (incremental
+    form) and for a gradient pushed through the layers (s_j the neuron's slope at a point) alike."""
     A, out, alpha, beta = parts
     H, N = A.shape
     d = N - H
@@ -236,7 +237,7 @@ def _lipsdp_matrix(parts, T: np.ndarray) -> np.ndarray:
 
 def _lipsdp_rho(parts, T: np.ndarray):
     """The least rho with M(rho, T) <= 0 (rho = lambda_max(M_00 + P^T (-Q)^{-1} P), Schur complement over
-    the hidden block Q, which must be negative definite), with dρ/dT by the envelope theorem; None if Q is not."""
+    the hidden block Q, which must be negative definite), with d rho / dT by the envelope theorem; None if Q is not."""
     A, _, alpha, beta = parts
     H, N = A.shape
     d = N - H
