@@ -284,6 +284,86 @@ def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
     return best_value, best_x
 
 
+def _deep_line_best(net: Net, x: np.ndarray, v: np.ndarray, t0: float, t1: float) -> tuple[float, np.ndarray]:
+    """The exact max of ||grad f|| over the activation regions the segment x + t v, t in [t0, t1], crosses
+    (piecewise-linear nets of any depth). Layer by layer: between consecutive breakpoints found so far the
+    earlier layers are affine in t, so this layer's pre-activations are too and their zeros are exact
+    breakpoints; after the last layer every piece has one pattern, scored at its midpoint."""
+    ts = np.array([t0, t1])
+    for i in range(net.depth - 1):
+        h = net.preactivations(x + ts[:, None] * v)[i]
+        ha, hb = h[:-1], h[1:]
+        cross = (ha * hb < 0)
+        a_idx, _ = np.nonzero(cross)
+        frac = ha[cross] / (ha[cross] - hb[cross])
+        new = ts[a_idx] + frac * (ts[a_idx + 1] - ts[a_idx])
+        ts = np.unique(np.concatenate([ts, new]))
+    mids = 0.5 * (ts[:-1] + ts[1:])
+    norms = np.linalg.norm(net.gradients(x + mids[:, None] * v), axis=1)
+    norms[np.diff(ts) <= 1e-12 * max(1.0, abs(t1 - t0))] = -1.0  # too thin to place a witness robustly
+    i = int(np.argmax(norms))
+    return float(norms[i]), x + mids[i] * v
+
+
+def _flip_direction(net: Net, x: np.ndarray) -> np.ndarray:
+    """The direction that crosses towards the neurons whose flip raises ||grad f|| (any PWL depth).
+
+    With the pattern fixed, flipping neuron j changes the gradient by +-(1 - alpha) c_j grad h_j, where
+    h_j is its pre-activation and c_j = df/d(act_j); move along grad h_j (on) or -grad h_j (off) for the
+    neurons whose change aligns with the gradient, weighted by the gain over the distance to the boundary."""
+    pre = net.preactivations(x[None])
+    slopes = [act.slope(h[0]) for act, h in zip(net.acts, pre)]
+    jac, jacs = np.eye(net.d), []  # d h_i / dx, layer by layer
+    for i in range(net.depth - 1):
+        jac = net.weights[i] @ jac
+        jacs.append(jac)
+        jac = slopes[i][:, None] * jac
+    back, backs = net.weights[-1][0], []  # df / d(act_i)
+    for i in range(net.depth - 2, -1, -1):
+        backs.append(back)
+        back = (back * slopes[i]) @ net.weights[i]
+    backs = backs[::-1]
+    g = back
+    u = g / (np.linalg.norm(g) + 1e-300)
+    v = np.zeros(net.d)
+    for i in range(net.depth - 1):
+        alpha = net.acts[i].low_slope
+        Jn = np.linalg.norm(jacs[i], axis=1) + 1e-300
+        h = pre[i][0]
+        on = h > 0
+        change = np.where(on, alpha - 1, 1 - alpha) * backs[i] * (jacs[i] @ u)  # d<grad, u> if j flips
+        gain = np.where(change > 0, change, 0.0)
+        dist = np.abs(h) / Jn
+        v += ((gain / (dist + 1e-3 * (1 + dist.mean()))) * np.where(on, -1.0, 1.0) / Jn) @ jacs[i]
+    return v
+
+
+def region_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Generator, rounds: int = 30,
+                directions: int = 4, deadline: float = math.inf) -> tuple[float, np.ndarray | None]:
+    """Hill-climb over activation regions of a deep piecewise-linear net along exact line scans
+    (:func:`_deep_line_best`): along the neuron-flipping direction, the gradient and random directions."""
+    best_value, best_x = -1.0, None
+    for x in np.asarray(starts, dtype=float):
+        x = np.array(x)
+        value = float(np.linalg.norm(net.gradients(x[None])[0]))
+        for _ in range(rounds):
+            if time.perf_counter() > deadline:
+                break
+            cands = [_flip_direction(net, x), net.gradients(x[None])[0]]
+            cands += [rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
+            span = 10 * (1.0 + float(np.linalg.norm(x)))
+            improved = False
+            for v, t0, t1 in _chords(domain, x, cands, span):
+                val, xn = _deep_line_best(net, x, v, t0, t1)
+                if val > value * (1 + 1e-12):
+                    value, x, improved = val, xn, True
+            if not improved:
+                break
+        if value > best_value:
+            best_value, best_x = value, x
+    return best_value, best_x
+
+
 def witness_norm(net: Net, x: np.ndarray, domain: Domain) -> float:
     """The gradient norm at ``x`` that a lower bound claims (tangential on a sphere), in float64."""
     g = net.gradients(np.asarray(x, dtype=float)[None])[0]
@@ -338,9 +418,13 @@ def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.n
 
 def walk_grids(net: Net, domain: Domain, best: list[np.ndarray], rng: np.random.Generator,
                deadline: float, max_rounds: int = 20) -> list[tuple[np.ndarray, str]]:
-    """Rounds of :func:`grid_walk` (deep, smooth or sphere-domain nets) from the best point so far and
-    random domain points, until 40% of the time left (at most 10 s) is spent, or ``max_rounds`` rounds."""
+    """Rounds of :func:`region_walk` (deep piecewise-linear nets off the sphere) or :func:`grid_walk`
+    (smooth or sphere-domain nets) from the best point so far and random domain points (on R^d at
+    radii R, 3R and 10R: far regions count there), until 40% of the time left (at most 10 s) is
+    spent, or ``max_rounds`` rounds without a deadline."""
     c, R = _ball_of(domain, net.d)
+    exact = net.piecewise_linear and domain.kind != "sphere"
+    walker, method = (region_walk, "search:region-walk") if exact else (grid_walk, "search:grid-walk")
     walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0) if math.isfinite(deadline) else math.inf
     found = []
     best_x = best[0] if best else c
@@ -348,11 +432,12 @@ def walk_grids(net: Net, domain: Domain, best: list[np.ndarray], rng: np.random.
         if time.perf_counter() > walk_end:
             break
         rand = rng.standard_normal((6, net.d))
-        starts = [best_x] + list(c + R * rand / np.linalg.norm(rand, axis=1, keepdims=True) * rng.uniform(size=(6, 1)))
-        _, x = grid_walk(net, domain, _projected(domain, starts), rng, deadline=walk_end)
+        radii = R * rng.uniform(size=(6, 1)) * (rng.choice([1.0, 3.0, 10.0], size=(6, 1))
+                                               if domain.kind == "global" else 1.0)
+        starts = [best_x] + list(c + radii * rand / np.linalg.norm(rand, axis=1, keepdims=True))
+        _, x = walker(net, domain, _projected(domain, starts), rng, deadline=walk_end)
         if x is not None:
-            found.append((x, "search:grid-walk"))
+            found.append((x, method))
             if witness_norm(net, x, domain) > witness_norm(net, best_x, domain):
                 best_x = x
     return found
-
