@@ -206,6 +206,30 @@ def _line_best(net: Net, x: np.ndarray, v: np.ndarray, t0: float, t1: float) -> 
     return float(norms[i]), x + 0.5 * (ts[i] + ts[i + 1]) * v
 
 
+def _climb(net: Net, domain: Domain, starts: np.ndarray, rounds: int, deadline: float, directions, line_best,
+           span) -> tuple[float, np.ndarray | None]:
+    """Hill-climb shared by the region walks: from each start, scan the lines along
+    ``directions(x)`` with the exact line maximiser ``line_best`` (within ``span(x)``), jump to the
+    best point, repeat until no line improves. Returns the best exact gradient norm and its point."""
+    best_value, best_x = -1.0, None
+    for x in np.asarray(starts, dtype=float):
+        x = np.array(x)
+        value = float(np.linalg.norm(net.gradients(x[None])[0]))
+        for _ in range(rounds):
+            if time.perf_counter() > deadline:
+                break
+            improved = False
+            for v, t0, t1 in _chords(domain, x, directions(x), span(x)):
+                val, xn = line_best(net, x, v, t0, t1)
+                if val > value * (1 + 1e-12):
+                    value, x, improved = val, xn, True
+            if not improved:
+                break
+        if value > best_value:
+            best_value, best_x = value, x
+    return best_value, best_x
+
+
 def line_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Generator, rounds: int = 30,
               directions: int = 4, deadline: float = math.inf) -> tuple[float, np.ndarray | None]:
     """Hill-climb over activation regions along exact line scans (two-layer ReLU/LeakyReLU nets).
@@ -220,32 +244,17 @@ def line_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
     D = (1 - alpha) * a[:, None] * W
     wn = np.linalg.norm(W, axis=1) + 1e-300
     scale = 1.0 + float(np.max(np.abs(net.biases[0]) / wn))
-    best_value, best_x = -1.0, None
-    for x in np.asarray(starts, dtype=float):
-        x = np.array(x)
-        value = float(np.linalg.norm(net.gradients(x[None])[0]))
-        for _ in range(rounds):
-            if time.perf_counter() > deadline:
-                break
-            g = net.gradients(x[None])[0]
-            u = g / (np.linalg.norm(g) + 1e-300)
-            benefit = D @ u
-            h = W @ x + net.biases[0]
-            want = np.where((benefit > 0) & (h <= 0), 1.0, np.where((benefit < 0) & (h > 0), -1.0, 0.0))
-            weight = np.abs(benefit) / (np.abs(h) / wn + 1e-3 * scale)
-            cands = [(want * weight / wn) @ W, g]
-            cands += [rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
-            improved = False
-            span = 10 * (scale + float(np.linalg.norm(x)))
-            for v, t0, t1 in _chords(domain, x, cands, span):
-                val, xn = _line_best(net, x, v, t0, t1)
-                if val > value * (1 + 1e-12):
-                    value, x, improved = val, xn, True
-            if not improved:
-                break
-        if value > best_value:
-            best_value, best_x = value, x
-    return best_value, best_x
+
+    def candidates(x):
+        g = net.gradients(x[None])[0]
+        benefit = D @ (g / (np.linalg.norm(g) + 1e-300))
+        h = W @ x + net.biases[0]
+        want = np.where((benefit > 0) & (h <= 0), 1.0, np.where((benefit < 0) & (h > 0), -1.0, 0.0))
+        weight = np.abs(benefit) / (np.abs(h) / wn + 1e-3 * scale)
+        return [(want * weight / wn) @ W, g] + [rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
+
+    return _climb(net, domain, starts, rounds, deadline, candidates, _line_best,
+                  lambda x: 10 * (scale + float(np.linalg.norm(x))))
 
 
 def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Generator, rounds: int = 20,
@@ -342,26 +351,12 @@ def region_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gen
                 directions: int = 4, deadline: float = math.inf) -> tuple[float, np.ndarray | None]:
     """Hill-climb over activation regions of a deep piecewise-linear net along exact line scans
     (:func:`_deep_line_best`): along the neuron-flipping direction, the gradient and random directions."""
-    best_value, best_x = -1.0, None
-    for x in np.asarray(starts, dtype=float):
-        x = np.array(x)
-        value = float(np.linalg.norm(net.gradients(x[None])[0]))
-        for _ in range(rounds):
-            if time.perf_counter() > deadline:
-                break
-            cands = [_flip_direction(net, x), net.gradients(x[None])[0]]
-            cands += [rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
-            span = 10 * (1.0 + float(np.linalg.norm(x)))
-            improved = False
-            for v, t0, t1 in _chords(domain, x, cands, span):
-                val, xn = _deep_line_best(net, x, v, t0, t1)
-                if val > value * (1 + 1e-12):
-                    value, x, improved = val, xn, True
-            if not improved:
-                break
-        if value > best_value:
-            best_value, best_x = value, x
-    return best_value, best_x
+    def candidates(x):
+        return [_flip_direction(net, x), net.gradients(x[None])[0]] + [
+            rng.standard_normal(net.d) for _ in range(max(0, directions - 2))]
+
+    return _climb(net, domain, starts, rounds, deadline, candidates, _deep_line_best,
+                  lambda x: 10 * (1.0 + float(np.linalg.norm(x))))
 
 
 def witness_norm(net: Net, x: np.ndarray, domain: Domain) -> float:
