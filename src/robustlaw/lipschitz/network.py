@@ -108,12 +108,6 @@ class Activation:
         with np.errstate(invalid="ignore", over="ignore"):
             return self(lo), self(hi)
 
-    @property
-    def max_slope(self) -> float:
-        """sup |act'| over R (inf for powers q >= 2)."""
-        return {"relu": 1.0, "leaky": max(1.0, abs(self.param)), "tanh": 1.0, "softplus": 1.0, "sigmoid": 0.25,
-                "identity": 1.0}.get(self.kind, 1.0 if self.param == 1 else np.inf)
-
     def describe(self) -> str:
         return {"leaky": f"leaky_relu({self.param:g})", "softplus": f"softplus(beta={self.param:g})",
                 "power": f"power({int(self.param)})"}.get(self.kind, self.kind)
