@@ -35,15 +35,15 @@ def gaussian_net(d, widths, seed, bias=0.1):
     return Net(Ws, bs, tuple(RELU for _ in widths))
 
 
-def lab_net(k, seed):
-    """A width-k two-layer ReLU net trained by the lab to interpolate n=200 random signs on S^19."""
+def lab_net(widths, seed):
+    """A ReLU net (hidden ``widths``) trained by the lab to interpolate n=200 random signs on S^19."""
     import torch
 
     import robustlaw
 
     torch.set_num_threads(1)
     data = robustlaw.make_dataset(robustlaw.DataSpec(distribution="sphere", n=200, d=20, labels="signs"), seed=seed)
-    model = robustlaw.two_layer(20, k, seed=seed)
+    model = robustlaw.mlp(20, widths, seed=seed)
     robustlaw.fit(model, data.X, data.y, robustlaw.FitSpec(target="interpolate", tol=0.1, max_steps=4000))
     from robustlaw.lipschitz.network import from_torch
 
@@ -59,15 +59,17 @@ FAMILIES = {
     "large d=100 k=1000": (lambda: gaussian_net(100, [1000], 0), "global"),
     "large d=784 k=2000": (lambda: gaussian_net(784, [2000], 0), "global"),
     "deep 20-64-64-64-1": (lambda: gaussian_net(20, [64, 64, 64], 0), "global"),
-    "lab d=20 k=20 (trained)": (lambda: lab_net(20, 0), "ball:1"),
-    "lab d=20 k=80 (trained)": (lambda: lab_net(80, 0), "ball:1"),
+    "lab d=20 k=20 (trained)": (lambda: lab_net([20], 0), "ball:1"),
+    "lab d=20 k=80 (trained)": (lambda: lab_net([80], 0), "ball:1"),
+    "lab deep 20-64-64-1 (trained)": (lambda: lab_net([64, 64], 0), "ball:1"),
+    "lab deep 20-64-64-1 (trained), r=0.1": (lambda: lab_net([64, 64], 0), "local:0.1"),
 }
 QUICK = ["tiny d=2 k=100", "tiny d=4 k=40", "medium d=50 k=200", "deep 20-64-64-64-1", "lab d=20 k=20 (trained)"]
 
 # (method, kind) kind: "upper" certificate, "lower" attained value, "estimate" uncertified
 METHODS = [("robustlaw", "bracket"), ("spectral product", "upper"), ("LipSDP-Neuron (CVXOPT)", "upper"),
            ("ECLipsE-Fast", "upper"), ("ECLipsE", "upper"), ("random gradients (BLN20, 10^5 pts)", "lower"),
-           ("CLEVER (ART)", "estimate")]
+           ("CLEVER (ART)", "estimate"), ("all-pattern max (bit-flip search)", "floor")]
 
 
 def _build(family):
@@ -87,13 +89,15 @@ def _job(family, method, time_limit, queue):
     net, X, y = _build(family)
     domain_text = FAMILIES[family][1]
     radius = float(domain_text.split(":")[1]) if ":" in domain_text else None
+    local = domain_text.startswith("local:")
     start = time.perf_counter()
     out = {}
     try:
         if method == "robustlaw":
             from robustlaw.lipschitz import Domain, certify
 
-            b = certify(net, Domain.parse(domain_text), X, y, time_limit=time_limit)
+            domain = Domain("local", radius, points=X) if local else Domain.parse(domain_text)
+            b = certify(net, domain, X, y, time_limit=time_limit)
             out = {"lower": b.lower, "upper": b.upper, "exact": b.exact, "how": f"{b.lower_method} / {b.upper_method}"}
         elif method == "spectral product":
             out = {"upper": peers.spectral_product(net)}
@@ -110,9 +114,13 @@ def _job(family, method, time_limit, queue):
             else:
                 out = {"upper": peers.eclipse(net, fast=False)}
         elif method.startswith("random"):
-            out = {"lower": peers.random_gradients(net, 100_000, radius=radius or 1.0, ball=radius is not None)}
+            out = {"lower": peers.random_gradients(net, 100_000, radius=radius or 1.0, ball=radius is not None,
+                                                   centres=X if local else None)}
+        elif method.startswith("all-pattern"):
+            out = ({"upper": peers.all_pattern_floor(net), "how": "what no pattern-relaxing certificate can beat"}
+                   if net.depth > 2 else {"skipped": "deep nets only"})
         elif method.startswith("CLEVER"):
-            out = {"estimate": peers.clever(net, radius=radius or 1.0)}
+            out = {"estimate": peers.clever(net, radius=radius or 1.0)} if not local else {"skipped": "one ball only"}
     except ImportError as error:
         out = {"skipped": f"not installed ({error.name})"}
     except Exception as error:  # a peer failing is a result, not a crash

@@ -65,16 +65,48 @@ def eclipse(net: Net, fast: bool = True) -> float:
     return float(est.estimate(method="ECLipsE_Fast" if fast else "ECLipsE"))
 
 
-def random_gradients(net: Net, n: int = 100_000, radius: float = 1.0, seed: int = 0, ball: bool = False) -> float:
-    """BLN20-style: the largest gradient norm at random points (a lower bound, not a certificate)."""
+def random_gradients(net: Net, n: int = 100_000, radius: float = 1.0, seed: int = 0, ball: bool = False,
+                     centres: np.ndarray | None = None) -> float:
+    """BLN20-style: the largest gradient norm at random points (a lower bound, not a certificate): on the
+    sphere or ball of ``radius`` around 0, or in the balls of ``radius`` around ``centres``."""
     rng = np.random.default_rng(seed)
     best = 0.0
     for s in range(0, n, 10_000):
         X = rng.standard_normal((min(10_000, n - s), net.d))
         X /= np.linalg.norm(X, axis=1, keepdims=True)
-        if ball:
+        if ball or centres is not None:
             X *= rng.uniform(size=(len(X), 1)) ** (1 / net.d)
-        best = max(best, float(np.linalg.norm(net.gradients(radius * X), axis=1).max()))
+        X = radius * X + (0.0 if centres is None else centres[rng.integers(len(centres), size=len(X))])
+        best = max(best, float(np.linalg.norm(net.gradients(X), axis=1).max()))
+    return best
+
+
+def all_pattern_floor(net: Net, restarts: int = 30, seed: int = 0) -> float:
+    """max ||W_1^T D_1 ... D_{L-1} W_L^T|| over ALL 0/1 slope patterns (realisable by some input or not), from
+    below by bit-flip hill climbing. Every certificate that relaxes the patterns independently (spectral
+    products, LipSDP, ECLipsE, robustlaw's own LipSDP on R^d) is at least this: the floor of such methods."""
+    rng = np.random.default_rng(seed)
+
+    def norm(D):
+        g = net.weights[-1][0]
+        for W, s in zip(net.weights[-2::-1], D[::-1]):
+            g = (g * s) @ W
+        return float(np.linalg.norm(g))
+
+    best = 0.0
+    for _ in range(restarts):
+        D = [rng.integers(0, 2, w).astype(float) for w in net.widths]
+        value, improved = norm(D), True
+        while improved:
+            improved = False
+            for i, j in [(i, j) for i, w in enumerate(net.widths) for j in rng.permutation(w)]:
+                D[i][j] = 1 - D[i][j]
+                flipped = norm(D)
+                if flipped > value:
+                    value, improved = flipped, True
+                else:
+                    D[i][j] = 1 - D[i][j]
+        best = max(best, value)
     return best
 
 

@@ -145,13 +145,32 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
         details["search_seconds"] = time.perf_counter() - phase
         # 3. certified upper bounds
         phase = time.perf_counter()
-        up = upper_bound(net, domain, deadline=deadline, split=1 if time_limit is None or time_limit >= 2 else 0)
+        # on a local domain the per-ball bounds say where to search again: keep time for it
+        upper_end = deadline if domain.kind != "local" else phase + 0.8 * (deadline - phase)
+        up = upper_bound(net, domain, deadline=upper_end, split=1 if time_limit is None or time_limit >= 2 else 0)
         uppers.append((up.value, up.method))
         details["upper_seconds"] = time.perf_counter() - phase
+        for x, method in _walk_balls(net, up.steepest[:4], X, lowers, rng, deadline):
+            add_lower(x, method)
     lower, witness, lower_method = max(lowers, key=lambda t: t[0]) if lowers else (0.0, np.zeros(net.d), "none")
     upper, upper_method = min(uppers, key=lambda t: t[0])
     return Bracket(lower=lower, upper=upper, witness=witness, lower_method=lower_method, upper_method=upper_method,
                    domain=domain.describe(), seconds=time.perf_counter() - start, details=details)
+
+
+def _walk_balls(net: Net, balls, X, lowers, rng: np.random.Generator, deadline: float):
+    """Region walks inside the given balls (the steepest of a local domain by their upper bounds), from the
+    best point found there so far and the centre; a few rounds each."""
+    found = []
+    for ball in balls:
+        if time.perf_counter() > deadline:
+            break
+        best = [w for _, w, _ in sorted(lowers, key=lambda t: -t[0]) if ball.contains(w)][:1] + [ball.center]
+        if net.is_two_layer_pwl:
+            found += walk_regions(net, ball, X, best, rng, deadline, max_rounds=5)[0]
+        else:
+            found += walk_grids(net, ball, best, rng, deadline, max_rounds=5)
+    return found
 
 
 @dataclass(frozen=True)

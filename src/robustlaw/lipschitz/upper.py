@@ -3,8 +3,9 @@
 For f = W_L act(... act(W_1 x + b_1) ...), grad f(x) = W_1^T D_1 W_2^T ... D_{L-1} W_L^T with
 D_i = diag(act'(pre-activations)). Every bound here comes from a box [lo, hi] that provably
 contains each neuron's slope on the domain:
-- slope boxes: the activation's global slope range, narrowed on bounded domains by interval
-  bound propagation of the pre-activations (a ReLU neuron that is stably on or off has slope 1 or 0);
+- slope boxes: the activation's global slope range, narrowed on bounded domains by bounds on the
+  pre-activations (interval propagation, and for piecewise-linear nets linear bounds back-substituted
+  to the input, CROWN-style); a ReLU neuron that is stably on or off has slope 1 or 0;
 - ``spectral``: ||W_L|| prod_i ||diag(m_i) W_i||, m_i = max(|lo|, |hi|) (for ReLU on R^d this
   is the product of spectral norms; for two layers BLN20's proxy ||a|| ||W||);
 - ``path``: two-layer only, sum_j |a_j| m_j ||w_j||;
@@ -12,7 +13,9 @@ contains each neuron's slope on the domain:
   max_{s in box vertices} ||g0 + D^T s||, certified for the multipliers found by a few quasi-Newton
   steps: any multipliers give a valid bound, checked with an exact eigenvalue in float64;
 - ``lipsdp``: deep nets, LipSDP-Neuron's bound for multipliers tuned by L-BFGS (no SDP solver),
-  certified the same way; ``spectral+shor-tail``: spectral head times Shor on the last two layers.
+  certified the same way, with stable neurons substituted out; ``spectral+shor-tail`` (spectral head
+  times Shor on the last two layers) where LipSDP fails.
+On a local domain (balls around points) the bound is also taken ball by ball (``per-ball ...``).
 """
 
 from __future__ import annotations
@@ -33,29 +36,61 @@ from robustlaw.lipschitz.network import Net, as_net
 class UpperBound:
     value: float
     method: str
+    # local domains: the balls in decreasing order of their own bound, where a lower-bound search should look
+    steepest: tuple = ()
 
 
 def preactivation_bounds(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per hidden layer, interval bounds on the pre-activations over the domain (infinite on R^d)."""
+    """Per hidden layer, bounds on the pre-activations over the domain (infinite on R^d): exact for the first
+    layer on a ball, then the tighter of interval propagation and, for piecewise-linear nets, linear
+    (CROWN-style) bounds back-substituted to the input. A neuron both bounds place on one side is stable."""
     ball = domain.bounding_ball(net.d)
-    out = []
     if ball is None:
-        for w in net.widths:
-            inf = np.full(w, np.inf)
-            out.append((-inf, inf))
-        return out
+        return [(np.full(w, -np.inf), np.full(w, np.inf)) for w in net.widths]
     c, r = ball
     W, b = net.weights[0], net.biases[0]
     mid, rad = W @ c + b, r * np.linalg.norm(W, axis=1)
-    lo, hi = mid - rad, mid + rad
-    for i, act in enumerate(net.acts):
+    out = [(mid - rad, mid + rad)]
+    linear = all(act.piecewise_linear for act in net.acts)
+    for i in range(1, len(net.acts)):
+        lo, hi = out[-1]
+        olo, ohi = net.acts[i - 1].value_range(lo, hi)
+        W, b = net.weights[i], net.biases[i]
+        mid, rad = (olo + ohi) / 2, (ohi - olo) / 2
+        lo, hi = W @ mid + b - np.abs(W) @ rad, W @ mid + b + np.abs(W) @ rad
+        if linear:
+            relax = [_linear_relaxation(act, *bounds) for act, bounds in zip(net.acts, out)]
+            lo = np.maximum(lo, -_backsubstituted_upper(net, i, -1.0, relax, c, r))
+            hi = np.minimum(hi, _backsubstituted_upper(net, i, 1.0, relax, c, r))
         out.append((lo, hi))
-        if i + 1 < len(net.acts):
-            olo, ohi = act.value_range(lo, hi)
-            W, b = net.weights[i + 1], net.biases[i + 1]
-            mid, rad = (olo + ohi) / 2, (ohi - olo) / 2
-            lo, hi = W @ mid + b - np.abs(W) @ rad, W @ mid + b + np.abs(W) @ rad
     return out
+
+
+def _linear_relaxation(act, lo: np.ndarray, hi: np.ndarray):
+    """Per neuron, lines below and above a piecewise-linear activation on [lo, hi]: (slope, offset) pairs.
+    Above: the chord; below: the line through 0 with the larger of the two slopes' (the one closer to the
+    activation over the interval). Exact for stable neurons."""
+    s = act.low_slope
+    unstable = (lo < 0) & (hi > 0)
+    width = np.where(unstable, hi - lo, 1.0)
+    up_slope = np.where(unstable, (hi - s * lo) / width, np.where(hi <= 0, s, 1.0))
+    up_offset = np.where(unstable, hi - up_slope * hi, 0.0)
+    low_slope = np.where(unstable, np.where(hi >= -lo, 1.0, s), up_slope)
+    return (low_slope, np.zeros_like(lo)), (up_slope, up_offset)
+
+
+def _backsubstituted_upper(net: Net, layer: int, sign: float, relax, c: np.ndarray, r: float) -> np.ndarray:
+    """An upper bound on sign * (pre-activations of hidden ``layer``) over the ball (c, r): the linear
+    relaxations of the layers below turn it into a linear function of the input, maximised exactly."""
+    lam = sign * net.weights[layer]
+    const = sign * net.biases[layer]
+    for i in range(layer - 1, -1, -1):
+        (ls, lb), (us, ub) = relax[i]
+        pos, neg = np.maximum(lam, 0.0), np.minimum(lam, 0.0)
+        through = pos * us + neg * ls  # coefficient on this layer's pre-activations
+        const = const + pos @ ub + neg @ lb + through @ net.biases[i]
+        lam = through @ net.weights[i]
+    return lam @ c + r * np.linalg.norm(lam, axis=1) + const
 
 
 def slope_boxes(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -100,8 +135,13 @@ def _shor_matrix(g0: np.ndarray, D: np.ndarray) -> np.ndarray:
     return B[np.einsum("ij,ij->i", B, B) > 0]
 
 
+def _shor_weights(theta: np.ndarray) -> np.ndarray:
+    """exp(theta) up to scale (the bound is scale-free), floored so that 1 / w stays finite."""
+    return np.exp(np.maximum(theta - theta.max(), -600.0))
+
+
 def _shor_value(B: np.ndarray, theta: np.ndarray) -> float:
-    w = np.exp(theta - theta.max())
+    w = _shor_weights(theta)
     return float(np.sum(1 / w) * np.linalg.eigvalsh((B * w[:, None]).T @ B)[-1])
 
 
@@ -118,7 +158,7 @@ def _shor_tune(B: np.ndarray, theta: np.ndarray, deadline: float, schedule=(10, 
     def fg(th, beta0):
         if time.perf_counter() > deadline:
             raise _Timeout
-        w = np.exp(th - th.max())
+        w = _shor_weights(th)
         lam, vec = np.linalg.eigh((B * w[:, None]).T @ B)
         top = lam[-1]
         s = np.sum(1 / w)
@@ -198,32 +238,50 @@ def tail_shor_bound(net: Net, boxes, deadline: float = math.inf, split: int = 0)
     return float(head * shor_bound(G.T @ lo, G[free] * (hi - lo)[free, None], deadline, split=split))
 
 
-def _lipsdp_parts(net: Net, boxes):
-    """The pieces of LipSDP-Neuron's matrix M(rho, T) = -rho E_0 + E_L^T W_L^T W_L E_L + sum_j T_j Q_j over
-    z = (x_0, x_1, ..., x_{L-1}): the pre-activation map A (v = A z), the output term as an N x N matrix and
-    the per-neuron slope bounds (alpha, beta); None when a slope box is unbounded."""
+@dataclass(frozen=True)
+class _LipSDPParts:
+    """LipSDP-Neuron's matrix M(rho, T) = -rho E_0 + out + sum_j T_j Q_j over z = (x_0, free hidden units),
+    with the neurons whose slope is fixed (stable ReLUs) substituted out: such a unit equals s_j times its
+    pre-activation exactly, so it is a linear function of earlier coordinates, not a variable (a huge T_j
+    would only approximate that equality, and ruin the float64 check). ``A`` maps z to the free units'
+    pre-activations, ``out`` is the output term, (alpha, beta) the free units' slope bounds, ``free`` their
+    indices among all hidden units, ``layer`` their layer."""
+
+    A: np.ndarray
+    out: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    free: np.ndarray
+    layer: np.ndarray
+
+
+def _lipsdp_parts(net: Net, boxes) -> _LipSDPParts | None:
+    """The reduced LipSDP pieces from the slope boxes; None when a slope box is unbounded."""
     alpha = np.concatenate([lo for lo, _ in boxes])
     beta = np.concatenate([hi for _, hi in boxes])
     if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
         return None
-    d, widths = net.d, net.widths
-    N, H = d + sum(widths), sum(widths)
-    A = np.zeros((H, N))
-    r, c = 0, 0
-    for W in net.weights[:-1]:
-        A[r:r + W.shape[0], c:c + W.shape[1]] = W
-        r, c = r + W.shape[0], c + W.shape[1]
-    out = np.zeros((N, N))
-    WL = net.weights[-1]
-    out[N - widths[-1]:, N - widths[-1]:] = WL.T @ WL
-    return A, out, alpha, beta
+    free = np.flatnonzero(beta > alpha)
+    N = net.d + len(free)
+    rows, A_rows, offset, col = np.eye(net.d, N), [], 0, net.d  # rows: the current layer's units in z
+    for W, w in zip(net.weights[:-1], net.widths):
+        pre = W @ rows
+        units = alpha[offset:offset + w, None] * pre  # fixed slope: x_j = s_j v_j
+        is_free = beta[offset:offset + w] > alpha[offset:offset + w]
+        k = int(is_free.sum())
+        units[is_free] = np.eye(k, N, col)
+        A_rows.append(pre[is_free])
+        rows, offset, col = units, offset + w, col + k
+    head = net.weights[-1] @ rows
+    layer = np.repeat(np.arange(net.depth - 1), net.widths)[free]
+    return _LipSDPParts(np.vstack(A_rows), head.T @ head, alpha[free], beta[free], free, layer)
 
 
 def _lipsdp_matrix(parts, T: np.ndarray) -> np.ndarray:
     """M(0, T): the output term plus sum_j T_j Q_j, where z^T Q_j z = 2 (x_j - alpha_j v_j)(beta_j v_j - x_j) is
     >= 0 whenever x_j = s_j v_j with s_j in [alpha_j, beta_j]: for differences of two points (incremental
     form) and for a gradient pushed through the layers (s_j the neuron's slope at a point) alike."""
-    A, out, alpha, beta = parts
+    A, out, alpha, beta = parts.A, parts.out, parts.alpha, parts.beta
     H, N = A.shape
     d = N - H
     ab = alpha * beta
@@ -238,7 +296,7 @@ def _lipsdp_matrix(parts, T: np.ndarray) -> np.ndarray:
 def _lipsdp_rho(parts, T: np.ndarray):
     """The least rho with M(rho, T) <= 0 (rho = lambda_max(M_00 + P^T (-Q)^{-1} P), Schur complement over
     the hidden block Q, which must be negative definite), with d rho / dT by the envelope theorem; None if Q is not."""
-    A, _, alpha, beta = parts
+    A, alpha, beta = parts.A, parts.alpha, parts.beta
     H, N = A.shape
     d = N - H
     if not np.isfinite(T).all():
@@ -262,8 +320,7 @@ def _lipsdp_rho(parts, T: np.ndarray):
 def _lipsdp_certified(parts, T: np.ndarray, rho: float) -> float:
     """A rho' >= rho with M(rho', T) <= 0 checked by one float64 eigenvalue computation of the full matrix
     (margin: 100 N eps ||M||_F covers the rounding of building M and of eigvalsh); inf if none is found."""
-    A = parts[0]
-    H, N = A.shape
+    H, N = parts.A.shape
     M = _lipsdp_matrix(parts, T)
     E0 = np.zeros(N)
     E0[: N - H] = 1.0
@@ -287,30 +344,40 @@ def _lipsdp(net: Net, boxes, deadline: float = math.inf, iters: int = 1000,
     the least rho with M(rho, T) <= 0 gives Lip <= sqrt(rho). T = exp(theta) is tuned by L-BFGS on
     log rho(T) (the gradient from the null vector of M) until it stalls or ``deadline``; the best T seen is
     certified by an eigenvalue check.
-    Slope boxes narrower than the activation's range (stable neurons on a bounded domain) tighten it.
-    ``warm``: log-multipliers to start from (a parent branch's). Returns the bound and its log-multipliers."""
+    Slope boxes narrower than the activation's range tighten it; neurons with one slope (stable ReLUs on a
+    bounded domain) are substituted out, so the matrix only has the free ones.
+    ``warm``: log-multipliers to start from (a parent branch's). Log-multipliers, taken and returned, have one
+    entry per hidden unit (entries of fixed units unused). Returns the bound and its log-multipliers."""
     parts = _lipsdp_parts(net, boxes)
     if parts is None:
         return math.inf, None
-    if warm is not None and _lipsdp_rho(parts, np.exp(warm)) is not None:
-        return _lipsdp_tune(net, parts, warm, deadline, iters, layer_phase=False)
-    # start: per layer T_i = c_i, c_i / c_{i+1} = ||W_i||^2 (a chain of 2 x 2 blocks that is negative definite)
-    norms = [np.linalg.norm(W, 2) ** 2 + 1e-12 for W in net.weights]
-    c, scales = norms[-1], []
-    for i in range(net.depth - 2, -1, -1):
-        scales.append(np.full(net.widths[i], 4 * c))
-        c = 4 * c * norms[i]
-    theta0 = np.log(np.concatenate(scales[::-1]))
-    for _ in range(60):
-        if _lipsdp_rho(parts, np.exp(theta0)) is not None:
-            break
-        theta0[: len(theta0) - net.widths[-1]] += 1.0
+    full = np.zeros(sum(net.widths))
+    if not len(parts.free):  # every slope fixed: one linear map, its norm is the answer
+        return float(math.sqrt(parts.out.trace()) * (1 + 1e-12)), full
+    if warm is not None and _lipsdp_rho(parts, np.exp(warm[parts.free])) is not None:
+        theta0, layer_phase = warm[parts.free], False
     else:
-        return math.inf, None
-    return _lipsdp_tune(net, parts, theta0, deadline, iters, layer_phase=True)
+        # start: per layer T_i = c_i, c_i / c_{i+1} = ||W_i||^2 (a chain of 2 x 2 blocks that is negative definite)
+        norms = [np.linalg.norm(W, 2) ** 2 + 1e-12 for W in net.weights]
+        c, scales = norms[-1], np.zeros(net.depth - 1)
+        for i in range(net.depth - 2, -1, -1):
+            scales[i] = 4 * c
+            c = 4 * c * norms[i]
+        theta0, layer_phase = np.log(scales[parts.layer]), True
+        for _ in range(60):
+            if _lipsdp_rho(parts, np.exp(theta0)) is not None:
+                break
+            theta0[parts.layer < net.depth - 2] += 1.0
+        else:
+            return math.inf, None
+    value, theta = _lipsdp_tune(net, parts, theta0, deadline, iters, layer_phase)
+    if theta is None:
+        return value, None
+    full[parts.free] = theta
+    return value, full
 
 
-def _lipsdp_tune(net: Net, parts, theta0: np.ndarray, deadline: float, iters: int,
+def _lipsdp_tune(net: Net, parts: _LipSDPParts, theta0: np.ndarray, deadline: float, iters: int,
                  layer_phase: bool) -> tuple[float, np.ndarray | None]:
     """L-BFGS on log rho over the log-multipliers from a feasible ``theta0``; the certified bound and theta."""
     best = {"theta": theta0, "rho": math.inf, "calls": 0, "mark": (0, math.inf)}
@@ -334,8 +401,7 @@ def _lipsdp_tune(net: Net, parts, theta0: np.ndarray, deadline: float, iters: in
         return math.log(rho), g * np.exp(theta) / rho
 
     # first one scale per layer (a few evaluations take the start near the optimum), then every neuron
-    layer_of = np.repeat(np.arange(net.depth - 1), net.widths)
-    P = np.eye(net.depth - 1)[layer_of]
+    P = np.eye(net.depth - 1)[parts.layer]
     try:
         if not layer_phase:
             raise _Timeout
@@ -357,12 +423,12 @@ def _lipsdp_tune(net: Net, parts, theta0: np.ndarray, deadline: float, iters: in
     return float(math.sqrt(_lipsdp_certified(parts, np.exp(best["theta"]), best["rho"]))), best["theta"]
 
 
-def lipsdp_branch_bound(net: Net, boxes, deadline: float = math.inf, branches: int = 4) -> float:
+def lipsdp_branch_bound(net: Net, boxes, deadline: float = math.inf, branches: int = 4, iters: int = 1000) -> float:
     """LipSDP-Neuron with branching on last-hidden-layer neurons of piecewise-linear activations (largest
     output weight first): at any point where f is differentiable each such neuron's slope is one of its two
     values, so the max over the two branches (slope fixed low, slope fixed high) bounds the gradient; the
     worst leaf is split next, ``branches`` times at most, each child warm-started from its parent."""
-    value, theta = _lipsdp(net, boxes, deadline)
+    value, theta = _lipsdp(net, boxes, deadline, iters)
     last = len(boxes) - 1
     lo, hi = boxes[last]
     if not (net.acts[last].kind in ("relu", "leaky") and math.isfinite(value)):
@@ -387,8 +453,21 @@ def lipsdp_branch_bound(net: Net, boxes, deadline: float = math.inf, branches: i
 
 
 def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, split: int = 0) -> UpperBound:
-    """The smallest of the sound bounds above for ``model`` on ``domain`` (a certificate)."""
+    """The smallest of the sound bounds above for ``model`` on ``domain`` (a certificate). On a local domain
+    (balls around points) also the largest of the per-ball bounds: small balls fix most neurons."""
     net = as_net(model)
+    per_ball = None
+    if domain.kind == "local":
+        # most of the time to the balls, the rest to the ball around them all
+        share = deadline if math.isinf(deadline) else time.perf_counter() + 0.7 * (deadline - time.perf_counter())
+        per_ball = _local_upper_bound(net, domain, share)
+    whole = _upper_bound_on(net, domain, deadline, split)
+    if per_ball is None:
+        return whole
+    return per_ball if per_ball.value < whole.value else UpperBound(whole.value, whole.method, per_ball.steepest)
+
+
+def _upper_bound_on(net: Net, domain: Domain, deadline: float, split: int, iters: int = 1000) -> UpperBound:
     boxes = slope_boxes(net, domain)
     candidates = {"spectral": spectral_bound(net, boxes)}
     if net.depth == 2:
@@ -397,10 +476,39 @@ def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, sp
         if np.isfinite(D).all() and np.isfinite(g0).all():
             candidates["shor"] = shor_bound(g0, D, deadline, split=split)
     elif net.depth > 2 and time.perf_counter() < deadline:
-        # LipSDP first (usually far tighter), the tail bound with the time left
-        candidates["lipsdp"] = lipsdp_branch_bound(net, boxes, deadline, branches=4 * split)
-        candidates["spectral+shor-tail"] = tail_shor_bound(net, boxes, deadline, split)
+        candidates["lipsdp"] = lipsdp_branch_bound(net, boxes, deadline, branches=4 * split, iters=iters)
+        if not math.isfinite(candidates["lipsdp"]):  # the tail bound is the fallback: LipSDP relaxes less
+            candidates["spectral+shor-tail"] = tail_shor_bound(net, boxes, deadline, split)
     candidates = {k: (v if not math.isnan(v) else math.inf) for k, v in candidates.items()}
     method = min(candidates, key=candidates.get)
     # floating-point slack: the bound is computed in float64 from float32/64 weights
     return UpperBound(value=candidates[method] * (1 + 1e-9), method=method)
+
+
+def local_balls(net: Net, domain: Domain) -> tuple[list[Domain], np.ndarray]:
+    """The balls of a local domain and the spectral bound of each on its slope boxes: cheap, and a ranking
+    of the balls where the network can be steepest."""
+    balls = [Domain("ball", domain.radius, center=np.asarray(p, dtype=float)) for p in domain.points]
+    return balls, np.array([spectral_bound(net, slope_boxes(net, ball)) for ball in balls])
+
+
+def _local_upper_bound(net: Net, domain: Domain, deadline: float) -> UpperBound:
+    """max over the balls of a local domain of each ball's bound, refined in passes of growing effort: the
+    spectral bound of every ball, then the full bound with 30 and with 1000 LipSDP iterations (30 is within
+    ~0.5% at a sixth of the cost). Each pass takes the balls in decreasing order of their bound so far and
+    stops when the rest cannot matter (bound below the largest refined one) or at the deadline (their
+    previous bound stands). No neuron branching per ball: many balls, little gain each."""
+    balls, bounds = local_balls(net, domain)
+    methods = ["spectral"] * len(balls)
+    for iters in (30, 1000):
+        refined = 0.0
+        for i in np.argsort(-bounds):
+            if bounds[i] <= refined or time.perf_counter() > deadline:
+                break
+            up = _upper_bound_on(net, balls[i], deadline, split=0, iters=iters)
+            if up.value < bounds[i]:
+                bounds[i], methods[i] = up.value, up.method
+            refined = max(refined, bounds[i])
+    order = np.argsort(-bounds)
+    return UpperBound(value=float(bounds[order[0]]) * (1 + 1e-9), method=f"per-ball {methods[order[0]]}",
+                      steepest=tuple(balls[i] for i in order[:8]))
