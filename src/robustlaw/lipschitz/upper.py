@@ -52,6 +52,7 @@ def preactivation_bounds(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.
     mid, rad = W @ c + b, r * np.linalg.norm(W, axis=1)
     out = [(mid - rad, mid + rad)]
     linear = all(act.piecewise_linear for act in net.acts)
+    relax = []  # the linear relaxation of each layer below, once its bounds are final
     for i in range(1, len(net.acts)):
         lo, hi = out[-1]
         olo, ohi = net.acts[i - 1].value_range(lo, hi)
@@ -59,7 +60,7 @@ def preactivation_bounds(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.
         mid, rad = (olo + ohi) / 2, (ohi - olo) / 2
         lo, hi = W @ mid + b - np.abs(W) @ rad, W @ mid + b + np.abs(W) @ rad
         if linear:
-            relax = [_linear_relaxation(act, *bounds) for act, bounds in zip(net.acts, out)]
+            relax.append(_linear_relaxation(net.acts[i - 1], *out[-1]))
             lo = np.maximum(lo, -_backsubstituted_upper(net, i, -1.0, relax, c, r))
             hi = np.minimum(hi, _backsubstituted_upper(net, i, 1.0, relax, c, r))
         out.append((lo, hi))
