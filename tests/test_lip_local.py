@@ -2,10 +2,12 @@
 per-ball certificates on local domains."""
 
 import numpy as np
+import pytest
 from conftest import random_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz import Domain, certify
 from robustlaw.lipschitz.network import Activation
 from robustlaw.lipschitz.upper import preactivation_bounds, upper_bound
@@ -73,3 +75,12 @@ def test_local_domain_bound_is_per_ball_and_sound(rng):
     assert len(up.steepest) == 6 and up.steepest[0].contains(up.steepest[0].center)
     bracket = certify(net, domain, time_limit=20)
     assert bracket.ratio < 1.05 and domain.contains(bracket.witness)
+
+
+def test_a_local_domain_rejects_broken_centres():
+    for points, message in [(np.full((3, 4), np.nan), "NaN or Inf"), (np.zeros((0, 4)), "non-empty"),
+                            (np.zeros(4), "2-d array")]:
+        with pytest.raises(RobustlawError, match=message):
+            Domain("local", 0.1, points=points)
+    with pytest.raises(RobustlawError, match="centre contains NaN"):
+        Domain("ball", 1.0, center=np.array([0.0, np.inf]))

@@ -32,8 +32,12 @@ class Domain:
             raise RobustlawError(f"unknown domain {self.kind!r} (known: {', '.join(KINDS)})")
         if self.kind != "global" and not (np.isfinite(self.radius) and self.radius > 0):
             raise RobustlawError(f"domain radius must be a positive number, got {self.radius}")
-        if self.kind == "local" and (self.points is None or np.ndim(self.points) != 2):
-            raise RobustlawError("a local domain needs a 2-d array of centre points")
+        if self.kind == "local" and (self.points is None or np.ndim(self.points) != 2 or not len(self.points)):
+            raise RobustlawError("a local domain needs a non-empty 2-d array of centre points")
+        if self.kind == "local" and not np.isfinite(self.points).all():
+            raise RobustlawError("a local domain's centre points contain NaN or Inf")
+        if self.center is not None and not np.isfinite(self.center).all():
+            raise RobustlawError("the domain centre contains NaN or Inf")
 
     @classmethod
     def parse(cls, text: str) -> Domain:
