@@ -94,9 +94,9 @@ def _job(family, method, time_limit, queue):
     out = {}
     try:
         if method == "robustlaw":
-            from robustlaw.lipschitz import Domain, certify
+            from robustlaw.lipschitz import LocalBalls, certify, parse_domain
 
-            domain = Domain("local", radius, points=X) if local else Domain.parse(domain_text)
+            domain = LocalBalls(radius, X) if local else parse_domain(domain_text)
             b = certify(net, domain, X, y, time_limit=time_limit)
             out = {"lower": b.lower, "upper": b.upper, "exact": b.exact, "how": f"{b.lower_method} / {b.upper_method}"}
         elif method == "spectral product":

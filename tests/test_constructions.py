@@ -12,14 +12,14 @@ from robustlaw.data import DataSpec, sphere
 from robustlaw.errors import RobustlawError
 from robustlaw.experiment import CertifySpec, RunSpec
 from robustlaw.experiment import run as run_spec
-from robustlaw.lipschitz import Domain, certify
+from robustlaw.lipschitz import Ball, Global, certify
 from robustlaw.lipschitz.lower import gradient_norms, search_lower
 from robustlaw.models import ModelSpec, Network
 from robustlaw.theory import law_scale
 
 torch.set_num_threads(1)
-BALL = Domain("ball", 1.0)
-GLOBAL = Domain()
+BALL = Ball(1.0)
+GLOBAL = Global()
 
 
 def signs_on_sphere(n, d, seed=0):

@@ -61,12 +61,12 @@ def test_local_domain_needs_a_radius():
 
 
 def test_certify_without_time_limit_is_reproducible_where_the_search_runs():
-    from robustlaw import Domain, certify, fit, make_dataset, two_layer
+    from robustlaw import Ball, certify, fit, make_dataset, two_layer
 
     data = make_dataset(DataSpec(n=60, d=8), seed=0)
     model = two_layer(8, 48, seed=0)  # too wide for the exact covering: the region walk runs
     fit(model, data.X, data.y, FitSpec(max_steps=1500))
-    first, second = (certify(model, Domain("ball", 1.0), data.X, data.y, seed=3, time_limit=None) for _ in range(2))
+    first, second = (certify(model, Ball(1.0), data.X, data.y, seed=3, time_limit=None) for _ in range(2))
     assert not first.exact and first.lower_method.startswith("search")
     assert first.lower == second.lower and np.array_equal(first.witness, second.witness)
     assert first.upper == second.upper

@@ -55,6 +55,6 @@ def test_python_api_on_any_model(rng):
     import robustlaw
 
     model = robustlaw.two_layer(5, 12, seed=0)
-    b = robustlaw.certify(model, robustlaw.Domain("ball", 1.0), time_limit=10)
+    b = robustlaw.certify(model, robustlaw.Ball(1.0), time_limit=10)
     assert b.exact
     assert isinstance(Net, type)

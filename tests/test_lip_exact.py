@@ -1,5 +1,6 @@
 """Exact brackets for two-layer ReLU nets where the activation patterns can be covered."""
 
+from robustlaw.activations import LeakyReLU
 import itertools
 import time
 
@@ -7,9 +8,8 @@ import numpy as np
 import pytest
 from conftest import random_net
 
-from robustlaw.lipschitz import Domain, certify, witness_norm
+from robustlaw.lipschitz import Ball, Global, LocalBalls, certify, witness_norm
 from robustlaw.lipschitz.exact import exact_two_layer, flat_enumeration, sorted_patterns, two_layer_problem
-from robustlaw.lipschitz.network import Activation
 
 
 def all_patterns_max(net):
@@ -32,16 +32,16 @@ def sampled_max(net, rng, radius=None, n=200_000):
 def test_exact_in_seconds(d, k, rng):
     net = random_net(rng, d, [k])
     start = time.perf_counter()
-    b = certify(net, Domain(), time_limit=60)
+    b = certify(net, Global(), time_limit=60)
     assert b.exact, (b.lower, b.upper, b.upper_method)
     assert time.perf_counter() - start < 20
-    assert witness_norm(net, b.witness, Domain()) == pytest.approx(b.lower, rel=1e-12)
+    assert witness_norm(net, b.witness, Global()) == pytest.approx(b.lower, rel=1e-12)
     assert sampled_max(net, rng, n=20_000) <= b.upper
 
 
 def test_all_patterns_when_k_le_d(rng):
     net = random_net(rng, 12, [10])
-    b = certify(net, Domain(), time_limit=30)
+    b = certify(net, Global(), time_limit=30)
     assert b.exact and b.upper == pytest.approx(all_patterns_max(net), rel=1e-8)
 
 
@@ -60,8 +60,8 @@ def test_methods_agree(radius, rng):
 
 
 def test_leaky_relu_and_offset_ball(rng):
-    net = random_net(rng, 2, [30], act=Activation("leaky", 0.1))
-    dom = Domain("ball", 0.5, center=np.array([0.3, -0.2]))
+    net = random_net(rng, 2, [30], act=LeakyReLU(0.1))
+    dom = Ball(0.5, center=np.array([0.3, -0.2]))
     b = certify(net, dom, time_limit=30)
     assert b.exact and dom.contains(b.witness)
     X = dom.center + 0.5 * rng.uniform(size=(100_000, 1)) ** 0.5 * (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(
@@ -72,7 +72,7 @@ def test_leaky_relu_and_offset_ball(rng):
 def test_local_domain_is_max_over_balls(rng):
     net = random_net(rng, 3, [12])
     pts = rng.standard_normal((4, 3))
-    b = certify(net, Domain("local", 0.2, points=pts), time_limit=30)
+    b = certify(net, LocalBalls(0.2, pts), time_limit=30)
     each = [exact_two_layer(net, p, 0.2).upper for p in pts]
     assert b.exact and b.upper == pytest.approx(max(each), rel=1e-8)
 
@@ -84,6 +84,6 @@ def test_degenerate_duplicate_neurons_stay_sound(rng):
     a2 = np.concatenate([net.weights[1][0], -0.5 * net.weights[1][0][:3]])[None]
     from robustlaw.lipschitz.network import Net
     dup = Net((W2, a2), (b2, net.biases[1]), net.acts)
-    bracket = certify(dup, Domain(), time_limit=30)
+    bracket = certify(dup, Global(), time_limit=30)
     assert sampled_max(dup, rng) <= bracket.upper
     assert bracket.lower <= bracket.upper

@@ -1,6 +1,7 @@
 """The float64 network view: gradients agree with torch autograd; the .npz format round-trips and
 malformed files get one line naming the problem."""
 
+from robustlaw.activations import ReLU
 import numpy as np
 import pytest
 import torch
@@ -8,7 +9,7 @@ from conftest import random_net
 from torch import nn
 
 from robustlaw.errors import RobustlawError
-from robustlaw.lipschitz.network import Activation, from_torch, load_npz
+from robustlaw.lipschitz.network import from_torch, load_npz
 from robustlaw.models import mlp, two_layer
 
 
@@ -46,7 +47,7 @@ def test_npz_round_trip(tmp_path, rng):
     back = load_npz(tmp_path / "n.npz")
     X = rng.standard_normal((10, 4))
     np.testing.assert_array_equal(back.gradients(X), net.gradients(X))
-    assert back.acts[0] == Activation("relu")
+    assert back.acts[0] == ReLU()
 
 
 @pytest.mark.parametrize("arrays, message", [

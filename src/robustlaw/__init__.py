@@ -7,40 +7,55 @@ experiment, in the order they run::
     data = robustlaw.make_dataset(robustlaw.DataSpec(distribution="sphere", n=200, d=20), seed=0)
     model = robustlaw.two_layer(d=20, k=40, seed=0)
     result = robustlaw.fit(model, data.X, data.y, robustlaw.FitSpec(target="interpolate", tol=0.1))
-    bracket = robustlaw.certify(model, robustlaw.Domain("ball", 1.0), data.X, data.y)
+    bracket = robustlaw.certify(model, robustlaw.Ball(1.0), data.X, data.y)
     robustlaw.law_scale(200, 20, model.param_count()), robustlaw.bs21_lip_lower(...)
 
 ``robustlaw.run_spec(RunSpec(...))`` does all of it for one run; ``run_sweep`` for a grid.
 The papers' explicit interpolators (``caps``, ``projected_rbf``, ``mcshane``, ...), the bounds as
 formulas (``bs21_lip_lower``, ``law_params_for_lip``, ...) and effective-dimension estimators
-(``twonn``, ``levina_bickel``) are described in docs/bounds.md.
+(``twonn``, ``levina_bickel``) are described in docs/bounds.md. Every extension point is a registry
+(``ACTIVATIONS``, ``DOMAINS``, ``DISTRIBUTIONS``, ``FAMILIES``, ``METHODS``, ``EXECUTORS``) and
+``robustlaw.testing`` checks a plug-in; docs/ARCHITECTURE.md says where each kind of extension goes.
 """
 
 from robustlaw.analysis import PowerLawFit, fit_power_law, law_fit
+from robustlaw.activations import ACTIVATIONS, Activation
 from robustlaw.constructions import (
     CONSTRUCTIONS,
-    CertifiedNetwork,
+    ConstructedNetwork,
     Interpolant,
     baum,
-    build_construction,
     caps,
     compromise_caps,
     mcshane,
-    mcshane_constant,
     projected_rbf,
     rbf,
     single_neuron,
     tensor,
 )
-from robustlaw.data import DISTRIBUTIONS, Dataset, DataSpec, make_dataset
+from robustlaw.data import DISTRIBUTIONS, Dataset, DataSpec, lip_floor, make_dataset
 from robustlaw.effdim import EffDim, levina_bickel, load_points, twonn
 from robustlaw.effdim import estimate as estimate_effdim
 from robustlaw.errors import RobustlawError, SpecError
-from robustlaw.experiment import CertifySpec, RunSpec
+from robustlaw.experiment import CertifySpec, Record, RunSpec
 from robustlaw.experiment import run as run_spec
+from robustlaw.families import FAMILIES, ModelSpec
 from robustlaw.fit import FitResult, FitSpec, Target, fit, fit_many
-from robustlaw.lipschitz import Bracket, Domain, certify
-from robustlaw.models import ModelSpec, Network, mlp, two_layer
+from robustlaw.lipschitz import (
+    DOMAINS,
+    METHODS,
+    Ball,
+    Bound,
+    Bracket,
+    Domain,
+    Global,
+    LocalBalls,
+    Sphere,
+    UpperCertificate,
+    certify,
+    upper_bound,
+)
+from robustlaw.models import Network, mlp, two_layer
 from robustlaw.report import write_report
 from robustlaw.store import Store
 from robustlaw.sweep import LocalExecutor, SweepSpec, run_sweep
@@ -63,30 +78,42 @@ from robustlaw.theory import (
 )
 
 __all__ = [
+    "ACTIVATIONS",
     "CONSTRUCTIONS",
     "DISTRIBUTIONS",
+    "DOMAINS",
+    "FAMILIES",
+    "METHODS",
+    "Activation",
     "BS21Bound",
     "BS21Constants",
+    "Ball",
+    "Bound",
     "Bracket",
-    "CertifiedNetwork",
     "CertifySpec",
+    "ConstructedNetwork",
     "DataSpec",
     "Dataset",
     "Domain",
     "EffDim",
     "FitResult",
     "FitSpec",
+    "Global",
     "Interpolant",
+    "LocalBalls",
     "LocalExecutor",
     "ModelSpec",
     "Network",
     "PowerLawFit",
+    "Record",
     "RobustlawError",
     "RunSpec",
     "SpecError",
+    "Sphere",
     "Store",
     "SweepSpec",
     "Target",
+    "UpperCertificate",
     "baum",
     "bln20_lip",
     "bln20_spectral_proxy",
@@ -95,7 +122,6 @@ __all__ = [
     "bs21_lip_lower",
     "bs21_mixture_condition",
     "bs21_params_for_lip",
-    "build_construction",
     "caps",
     "certify",
     "compromise_caps",
@@ -108,10 +134,10 @@ __all__ = [
     "law_params_for_lip",
     "law_scale",
     "levina_bickel",
+    "lip_floor",
     "load_points",
     "make_dataset",
     "mcshane",
-    "mcshane_constant",
     "mlp",
     "no_free_prune_p_eff",
     "poincare_scale",
@@ -124,5 +150,6 @@ __all__ = [
     "tensor",
     "two_layer",
     "twonn",
+    "upper_bound",
     "write_report",
 ]

@@ -281,6 +281,12 @@ def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, ep
     _emit(payload, rows, as_json, f"parameters for Lip <= {target_lip:g}: n={n:g}, d={d:g}")
 
 
+def _method_names() -> list[str]:
+    from robustlaw.lipschitz import METHODS
+
+    return METHODS.names()
+
+
 def load_model(path: Path):
     """A network from an .npz interchange file or a torch.save'd Sequential (.pt / .pth)."""
     from robustlaw.lipschitz import load_npz
@@ -307,8 +313,11 @@ def load_model(path: Path):
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds; the best bracket found by then is returned.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomised search.")
+@click.option("--method", "methods", multiple=True, metavar="NAME",
+              help="Use only these Lipschitz methods (repeatable; default: every registered one that applies). "
+                   "Known: " + ", ".join(_method_names()) + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
-def lip(model: Path, domain_text: str, time_limit: float, seed: int, as_json: bool):
+def lip(model: Path, domain_text: str, time_limit: float, seed: int, methods: tuple[str, ...], as_json: bool):
     """Certify the Lipschitz constant of MODEL: a bracket [lower, upper] on a domain.
 
     MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output) or a
@@ -317,11 +326,11 @@ def lip(model: Path, domain_text: str, time_limit: float, seed: int, as_json: bo
     """
     import json
 
-    from robustlaw.lipschitz import Domain, as_net, certify
+    from robustlaw.lipschitz import as_net, certify, parse_domain
 
-    domain = Domain.parse(domain_text)
+    domain = parse_domain(domain_text)
     net = as_net(load_model(model))
-    bracket = certify(net, domain, seed=seed, time_limit=time_limit)
+    bracket = certify(net, domain, seed=seed, time_limit=time_limit, methods=methods or None)
     if as_json:
         click.echo(json.dumps(bracket.to_dict()))
         return

@@ -1,12 +1,13 @@
-"""The papers' explicit interpolators, and the floor every interpolator is measured against.
+"""The papers' explicit interpolators (BLN20 = Bubeck, Li & Nagaraj, arXiv:2009.14444, Section 3;
+BS21 = Bubeck & Sellke, arXiv:2105.12806).
 
 Each builder takes data (X: n x d, y: n) and returns a fitted model in float64:
-- a ReLU (or power-activation) two-layer net is a :class:`CertifiedNetwork` (a
+- a ReLU (or power-activation) two-layer net is a :class:`ConstructedNetwork` (a
   :class:`robustlaw.models.Network`, so every tool that handles networks handles it);
 - anything else is an :class:`Interpolant` (an ``nn.Module`` mapping (..., d) -> (...)).
-Both have ``param_count()`` and ``lipschitz_upper_bound(domain) -> (value, method)``, a sound
-certificate on a :class:`robustlaw.lipschitz.Domain`, and a ``meta`` dict with the construction's
-choices (offsets, radii, thresholds). A failed precondition (caps overlap, points not in general
+Both have ``param_count()`` and a ``meta`` dict with the construction's choices (offsets, radii,
+thresholds). Their certificates are Lipschitz methods registered in robustlaw.lipschitz.certificates
+(cap overlap, active caps, quadratic form, disjoint bumps, McShane). A failed precondition (caps overlap, points not in general
 position, duplicate points...) raises :class:`RobustlawError` with one line instead of returning
 a wrong model.
 
@@ -25,7 +26,6 @@ a wrong model.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -33,14 +33,13 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 from torch import nn
 
-from robustlaw.data import Dataset, check_dataset
+from robustlaw.data import check_dataset, lip_floor
 from robustlaw.errors import RobustlawError
-from robustlaw.fit import FitResult
-from robustlaw.lipschitz.domain import Domain
-from robustlaw.lipschitz.upper import upper_bound
 from robustlaw.models import Network, Power
+from robustlaw.registry import Registry
+from robustlaw.seeding import stream
 
-#: BLN20 3.2: each cap is offset by 1/10 from the top of the sphere ("offset by 1/10", seed 000),
+#: BLN20 3.2: each cap is offset by 1/10 from the top of the sphere (BLN20 Section 3.2),
 #: which makes the one-cap-per-point net 10-Lipschitz on the unit ball.
 CAP_OFFSET = 0.1
 #: compromise_caps: the default cap offset. It trades a cap's slope (~ 1 / offset) against its
@@ -59,8 +58,6 @@ RBF_RADIUS_FRACTION = 0.5
 NEURON_MARGIN = 1.0
 #: Points closer than this (relative to the data scale) count as linearly dependent / duplicate.
 RANK_TOL = 1e-9
-#: Certificates are computed in float64: multiply by (1 + this) so rounding cannot make them unsound.
-CERT_SLACK = 1e-9
 #: Data for the caps must lie on the unit sphere up to this tolerance on ||x_i||.
 UNIT_NORM_TOL = 1e-6
 #: A fitted affine / linear system counts as exact when its residual is below this (relative to max|y|).
@@ -68,140 +65,19 @@ FIT_TOL = 1e-8
 #: Distances to bump / cone centres are computed from exact differences while the (points x centres
 #: x d) intermediate has at most this many elements (128 MB in float64), by Gram expansion above.
 DIRECT_DISTANCE_ELEMENTS = 2**24
-#: Grid of lambda in [0, 1] for the pairwise cap-overlap test (any grid is sound; finer is tighter).
-OVERLAP_GRID = 129
 
 
-def mcshane_constant(X: np.ndarray, y: np.ndarray) -> float:
-    """max_{i != j} |y_i - y_j| / ||x_i - x_j||: the smallest Lipschitz constant of any interpolator
-    (attained by the McShane extension), hence a floor for every fitted model. O(n^2 d)."""
-    dist = pdist(X)
-    diff = pdist(y[:, None], metric="cityblock")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(dist > 0, diff / dist, np.where(diff > 0, np.inf, 0.0))
-    return float(ratio.max()) if len(ratio) else 0.0
-
-
-# ----------------------------------------------------------------------------- certificates
-
-
-def overlap_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -> float:
-    """A sound Lipschitz bound for x -> a . relu(W x + b) on ``domain`` that sees disjoint caps.
-
-    At any point the active neurons S pairwise co-activate inside the domain's bounding ball B, so
-    S lies in the closed neighbourhood N[j] of any j in S of the graph "j, l both active somewhere
-    in B", and ||sum_S a_l w_l|| <= max_j sum_{l in N[j]} |a_l| ||w_l||. Two half-spaces
-    {g_j > 0}, {g_l > 0} (g = signed distance) meet in B only if min_lambda [lambda g_j(c) +
-    (1 - lambda) g_l(c) + r ||lambda u_j + (1 - lambda) u_l||] > 0 (minimax over the ball); a grid
-    value <= 0 proves them disjoint, so the test errs only towards "overlap" (sound). On R^d it
-    is the path norm sum_j |a_j| ||w_j||. Disjoint caps give max_j |a_j| ||w_j||, the exact value.
-    """
-    norms = np.linalg.norm(W, axis=1)
-    weight = np.abs(a) * norms
-    ball = domain.bounding_ball(W.shape[1])
-    if ball is None:
-        return float(weight.sum())
-    c, r = ball
-    live = (norms > 0) & (weight > 0)
-    u = W[live] / norms[live, None]
-    g = (W[live] @ c + b[live]) / norms[live]
-    live_idx = np.flatnonzero(live)
-    reach = g + r > 0  # the neuron is active somewhere in the ball
-    u, g, live_idx = u[reach], g[reach], live_idx[reach]
-    if len(live_idx) == 0:
-        return 0.0
-    rho = np.clip(u @ u.T, -1.0, 1.0)
-    smallest = np.full(rho.shape, np.inf)
-    tol = CERT_SLACK * (1.0 + r + np.abs(g).max())
-    for lam in np.linspace(0.0, 1.0, OVERLAP_GRID):
-        norm = np.sqrt(np.clip(lam**2 + (1 - lam) ** 2 + 2 * lam * (1 - lam) * rho, 0.0, None))
-        np.minimum(smallest, lam * g[:, None] + (1 - lam) * g[None, :] + r * norm, out=smallest)
-    overlap = smallest > -tol
-    np.fill_diagonal(overlap, True)
-    w = weight[live_idx]
-    return float((overlap @ w).max())
-
-
-def active_count_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -> float:
-    """A sound Lipschitz bound for x -> a . relu(W x + b) on ``domain`` that counts how many caps
-    can be active at once.
-
-    On the bounding ball B(c, r), write t_j = -(w_j . c + b_j) (how far c is outside cap j). If the
-    neurons S are all active at some x in B, summing their pre-activations gives
-    r ||sum_S w_j|| > sum_S t_j, and ||sum_S w_j||^2 <= lambda |S| with lambda = lambda_max(W W^T)
-    (interlacing), so |S| < r^2 lambda / t_min^2 =: s when every t_j >= t_min > 0. Then
-    ||grad|| = ||W_S^T a_S|| <= sqrt(lambda) ||a_S|| <= sqrt(lambda) (sum of the s largest a_j^2)^(1/2);
-    the same argument with Gershgorin's bound (largest diagonal and off-diagonal Gram entries) in
-    place of lambda gives a second count, and the smaller result is kept. Neurons with t_j <= 0
-    (c inside their cap) are added by the triangle inequality. For caps of m nearly orthogonal
-    points (BLN20 3.3) this is O(m) times the per-cap slope. inf on R^d.
-    """
-    ball = domain.bounding_ball(W.shape[1])
-    if ball is None:
-        return float("inf")
-    c, r = ball
-    norms = np.linalg.norm(W, axis=1)
-    t = -(W @ c + b)
-    live = (np.abs(a) > 0) & (norms > 0) & (t < r * norms)  # neurons that can be active in the ball
-    inside = live & (t <= 0)
-    outside = live & (t > 0)
-    value = float(np.sum(np.abs(a[inside]) * norms[inside]))
-    if outside.any():
-        value += _outside_caps_bound(W[outside], a[outside], t[outside], r)
-    return value
-
-
-def _outside_caps_bound(W: np.ndarray, a: np.ndarray, t: np.ndarray, r: float) -> float:
-    """max ||W_S^T a_S|| over sets S of caps co-active in a ball of radius r, all caps at distance
-    t_j > 0 outside its centre: the min of a spectral and a Gershgorin (diagonal + off-diagonal) count."""
-    G = W @ W.T
-    t2 = float(t.min()) ** 2
-    lam = float(np.linalg.eigvalsh(G)[-1])
-    count = min(len(a), math.floor(r**2 * lam / t2))
-    spectral = math.sqrt(lam * float(np.sort(a**2)[::-1][:max(count, 1)].sum()))
-    # ||sum_S w_j||^2 <= |S| g_diag + |S| (|S| - 1) g_off, so |S| (t^2 - r^2 g_off) < r^2 (g_diag - g_off)
-    off = np.abs(G - np.diag(np.diag(G)))
-    g_diag, g_off = float(np.diag(G).max()), float(off.max()) if len(a) > 1 else 0.0
-    if t2 <= r**2 * g_off:
-        return spectral
-    count = min(len(a), math.floor(r**2 * (g_diag - g_off) / (t2 - r**2 * g_off)))
-    count = max(count, 1)
-    A = np.abs(a[:, None] * a[None, :]) * np.abs(G)
-    a_off = float((A - np.diag(np.diag(A))).max()) if len(a) > 1 else 0.0
-    gershgorin = math.sqrt(count * float(np.diag(A).max()) + count * (count - 1) * a_off)
-    return min(spectral, gershgorin)
-
-
-class CertifiedNetwork(Network):
-    """A two-layer :class:`Network` built by a construction, with its own tighter certificate."""
+class ConstructedNetwork(Network):
+    """A two-layer :class:`Network` built by a construction; ``meta`` holds the construction's choices.
+    Its certificates (cap overlap, active-cap count, quadratic form) are registered Lipschitz methods
+    (robustlaw.lipschitz.certificates) that apply to any network of its shape."""
 
     meta: dict
-    #: an optional construction-specific certificate, domain -> (value, method)
-    extra_certificate: Callable[[Domain], tuple[float, str]] | None = None
-
-    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
-        """min of the generic network certificate, the cap bounds (ReLU) and the extra one."""
-        generic = upper_bound(self, domain)
-        best = (generic.value, generic.method)
-        hidden, act, head = self[0], self[1], self[2]
-        if isinstance(act, nn.ReLU):
-            W = hidden.weight.detach().double().numpy()
-            b = hidden.bias.detach().double().numpy() if hidden.bias is not None else np.zeros(W.shape[0])
-            a = head.weight.detach().double().numpy()[0]
-            for method, bound in (("cap-overlap", overlap_bound), ("active-count", active_count_bound)):
-                value = bound(W, b, a, domain) * (1 + CERT_SLACK)
-                if value < best[0]:
-                    best = (value, method)
-        if self.extra_certificate is not None:
-            value, method = self.extra_certificate(domain)
-            if value < best[0]:
-                best = (value, method)
-        return best
 
 
 def _network(W: np.ndarray, b: np.ndarray | None, a: np.ndarray, meta: dict, activation: nn.Module | None = None,
-             out_bias: float | None = None) -> CertifiedNetwork:
-    """x -> a . act(W x + b) (+ out_bias) as a float64 CertifiedNetwork."""
+             out_bias: float | None = None) -> ConstructedNetwork:
+    """x -> a . act(W x + b) (+ out_bias) as a float64 ConstructedNetwork."""
     k, d = W.shape
     hidden = nn.Linear(d, k, bias=b is not None, dtype=torch.float64)
     head = nn.Linear(k, 1, bias=out_bias is not None, dtype=torch.float64)
@@ -212,7 +88,7 @@ def _network(W: np.ndarray, b: np.ndarray | None, a: np.ndarray, meta: dict, act
         head.weight.copy_(torch.as_tensor(a, dtype=torch.float64)[None, :])
         if out_bias is not None:
             head.bias.fill_(out_bias)
-    net = CertifiedNetwork(hidden, activation or nn.ReLU(), head)
+    net = ConstructedNetwork(hidden, activation or nn.ReLU(), head)
     net.meta = meta
     return net
 
@@ -225,9 +101,6 @@ class Interpolant(nn.Module):
     def param_count(self) -> int:
         """P: the number of scalars that specify the function within its class."""
         return sum(p.numel() for p in self.parameters())
-
-    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
-        raise NotImplementedError
 
     @property
     def depth(self) -> int:
@@ -277,14 +150,8 @@ class BumpSum(Interpolant):
         z = x if self.A is None else x @ self.A.T
         return (self.heights * torch.relu(1 - _distances(z, self.centres) / self.radius)).sum(-1)
 
-    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
-        op = 1.0 if self.A is None else float(torch.linalg.matrix_norm(self.A, ord=2))
-        value = op * float(self.heights.abs().max()) / float(self.radius)
-        return value * (1 + CERT_SLACK), "disjoint-bumps"
-
-
 class McShane(Interpolant):
-    """f(x) = min_i (y_i + L ||x - x_i||) with L = mcshane_constant(X, y): an interpolant whose
+    """f(x) = min_i (y_i + L ||x - x_i||) with L = lip_floor(X, y): an interpolant whose
     Lipschitz constant is exactly the floor L (a minimum of L-Lipschitz cones is L-Lipschitz, and
     no interpolant can do better)."""
 
@@ -297,10 +164,6 @@ class McShane(Interpolant):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.values + self.lip * _distances(x, self.centres)).min(-1).values
-
-    def lipschitz_upper_bound(self, domain: Domain) -> tuple[float, str]:
-        return float(self.lip) * (1 + CERT_SLACK), "mcshane"
-
 
 # ----------------------------------------------------------------------------- builders
 
@@ -325,7 +188,7 @@ def _require_unit_norm(X: np.ndarray, name: str) -> None:
         raise RobustlawError(f"{name} needs points on the unit sphere, but ||x_{i}|| = {norms[i]:.6g}")
 
 
-def single_neuron(X, y, margin: float = NEURON_MARGIN) -> CertifiedNetwork:
+def single_neuron(X, y, margin: float = NEURON_MARGIN) -> ConstructedNetwork:
     """BLN20 3.1 (d >= n): f(x) = relu(<w, x> + b) + c with the minimum-norm w (b free) such that
     <w, x_i> + b = y_i - c, and c = min y - margin so the neuron is active at every data point.
 
@@ -348,7 +211,7 @@ def single_neuron(X, y, margin: float = NEURON_MARGIN) -> CertifiedNetwork:
                           "output_bias": c, "margin": margin})
 
 
-def caps(X, y, offset: float = CAP_OFFSET) -> CertifiedNetwork:
+def caps(X, y, offset: float = CAP_OFFSET) -> ConstructedNetwork:
     """BLN20 3.2 (k = n): f(x) = sum_i y_i relu(<x_i, x> - (1 - offset)) / offset on unit-norm data.
 
     Cap i has height y_i at x_i and gradient y_i x_i / offset. The caps are disjoint in the unit
@@ -423,7 +286,7 @@ def _cap_neuron(X: np.ndarray, y: np.ndarray, S: np.ndarray, offset: float) -> t
     return w, theta, raised
 
 
-def compromise_caps(X, y, k: int, offset: float = COMPROMISE_OFFSET, seed: int = 0) -> CertifiedNetwork:
+def compromise_caps(X, y, k: int, offset: float = COMPROMISE_OFFSET, seed: int = 0) -> ConstructedNetwork:
     """BLN20 3.3: k ReLU caps, each fitting a group S_j of m ~ n / k points of one label sign.
 
     Neuron j: a_j relu(<w_j, x> - theta_j) with w_j = theta_j u_j + v_j, where u_j, v_j are the
@@ -435,7 +298,7 @@ def compromise_caps(X, y, k: int, offset: float = COMPROMISE_OFFSET, seed: int =
     partitions the one needing the fewest raised thresholds (theta_j raised to 1.1 x the smallest
     value excluding every other point) is kept. Raises if no valid partition is found or a group
     is linearly dependent (m > d). BLN20 bound the overlap of such caps by O(m log d), so
-    Lip = O(n log(d) / k); ``lipschitz_upper_bound`` certifies the actual overlap.
+    Lip = O(n log(d) / k); the cap-overlap certificate (robustlaw.lipschitz.certificates) bounds the actual overlap.
     """
     X, y = _data(X, y)
     n, d = X.shape
@@ -443,7 +306,7 @@ def compromise_caps(X, y, k: int, offset: float = COMPROMISE_OFFSET, seed: int =
         raise RobustlawError(f"compromise_caps needs an integer number of caps k in [1, n={n}], got {k!r}")
     if not 0 < offset < 1:
         raise RobustlawError(f"cap offset must lie in (0, 1), got {offset}")
-    rng = np.random.default_rng([seed, 0xCA95])
+    rng = stream(seed, "partition")
     best = None
     for attempt in range(CAP_PARTITION_ATTEMPTS):
         groups = _groups(y, k, None if attempt == 0 else rng)
@@ -472,7 +335,7 @@ def compromise_caps(X, y, k: int, offset: float = COMPROMISE_OFFSET, seed: int =
     return _network(W, -theta, a, meta=meta)
 
 
-def tensor(X, y, q: int = 2, ridge: float = 0.0) -> CertifiedNetwork:
+def tensor(X, y, q: int = 2, ridge: float = 0.0) -> ConstructedNetwork:
     """BLN20 3.4: f(x) = sum_i c_i <x_i, x>^q, the minimum-norm interpolant in the space of degree-q
     forms <T, x^{(x) q}>, c = (K + ridge I)^{-1} y with K_ij = <x_i, x_j>^q (``ridge`` > 0: the
     approximate fit of BLN20). For q = 2 it is stored as its eigen-decomposition
@@ -500,24 +363,10 @@ def tensor(X, y, q: int = 2, ridge: float = 0.0) -> CertifiedNetwork:
     else:
         net = _network(X, None, coef, meta=meta, activation=Power(q))
     net.meta["train_max_err"] = float(np.abs(net(torch.as_tensor(X)).detach().numpy() - y).max())
-    net.extra_certificate = lambda domain, X=X, coef=coef, q=q: _polynomial_certificate(X, coef, q, domain)
     return net
 
 
-def _polynomial_certificate(X: np.ndarray, coef: np.ndarray, q: int, domain: Domain) -> tuple[float, str]:
-    """Lip of sum_i c_i <x_i, x>^q on the bounding ball ||x|| <= R of the domain:
-    q = 2: exactly 2 R ||M||_op; q > 2: q ||X||_op ||(c_i (R ||x_i||)^{q-1})_i||_2 (Cauchy-Schwarz)."""
-    ball = domain.bounding_ball(X.shape[1])
-    if ball is None:
-        return (float("inf"), "polynomial: unbounded on R^d") if q >= 2 else (float(np.linalg.norm(coef @ X)), "linear")
-    R = float(np.linalg.norm(ball[0]) + ball[1])
-    if q == 2:
-        return 2 * R * float(np.linalg.norm((X.T * coef) @ X, 2)) * (1 + CERT_SLACK), "quadratic-form"
-    t = R * np.linalg.norm(X, axis=1)
-    return q * float(np.linalg.norm(X, 2)) * float(np.linalg.norm(coef * t ** (q - 1))) * (1 + CERT_SLACK), "polynomial"
-
-
-def baum(X, y) -> CertifiedNetwork:
+def baum(X, y) -> ConstructedNetwork:
     """Baum (1988), for ReLU and real labels as in Bubeck, Eldan, Lee & Mikulincer (2020): 4 neurons
     per group of d points, so ~ 4 n / d neurons and P ~ 4 n: it fits, but is far from robust.
 
@@ -593,15 +442,15 @@ def projected_rbf(X, y, d_proj: int, seed: int = 0, fraction: float = RBF_RADIUS
     d = X.shape[1]
     if not (isinstance(d_proj, int) and 1 <= d_proj):
         raise RobustlawError(f"projection dimension must be an integer >= 1, got {d_proj!r}")
-    A = np.random.default_rng([seed, 0xB521]).standard_normal((d_proj, d)) / math.sqrt(d_proj)
+    A = stream(seed, "projection").standard_normal((d_proj, d)) / math.sqrt(d_proj)
     return _bumps(X @ A.T, y, A, fraction, {"construction": "projected_rbf", "d": d, "d_proj": d_proj,
                                             "A_op": float(np.linalg.norm(A, 2))})
 
 
 def mcshane(X, y) -> McShane:
-    """The McShane extension min_i (y_i + L ||x - x_i||): Lip exactly the floor L = mcshane_constant."""
+    """The McShane extension min_i (y_i + L ||x - x_i||): Lip exactly the floor L = lip_floor."""
     X, y = _data(X, y)
-    lip = mcshane_constant(X, y)
+    lip = lip_floor(X, y)
     if not np.isfinite(lip):
         raise RobustlawError("mcshane: two identical points carry different labels; no function interpolates them")
     return McShane(X, y, lip)
@@ -611,30 +460,12 @@ def mcshane(X, y) -> McShane:
 
 #: name -> builder(X, y, size, q, seed); ``size`` is ModelSpec.width: the number of caps k for
 #: compromise_caps, the projected dimension d' for projected_rbf, unused otherwise.
-CONSTRUCTIONS: dict[str, Callable[..., nn.Module]] = {
-    "single_neuron": lambda X, y, size, q, seed: single_neuron(X, y),
-    "caps": lambda X, y, size, q, seed: caps(X, y),
-    "compromise_caps": lambda X, y, size, q, seed: compromise_caps(X, y, size, seed=seed),
-    "tensor": lambda X, y, size, q, seed: tensor(X, y, q),
-    "baum": lambda X, y, size, q, seed: baum(X, y),
-    "rbf": lambda X, y, size, q, seed: rbf(X, y),
-    "projected_rbf": lambda X, y, size, q, seed: projected_rbf(X, y, size, seed),
-    "mcshane": lambda X, y, size, q, seed: mcshane(X, y),
-}
-
-
-def build_construction(spec, data: Dataset) -> tuple[nn.Module, FitResult]:
-    """The sweep's route for ``ModelSpec(family="construction", construction=name)``: build the
-    construction on the run's data and report its fit as a FitResult with mode "construction"."""
-    name = spec.model.construction
-    if name not in CONSTRUCTIONS:
-        raise RobustlawError(f"unknown construction {name!r} (known: {', '.join(CONSTRUCTIONS)})")
-    start = time.perf_counter()
-    model = CONSTRUCTIONS[name](data.X, data.y, spec.model.width, spec.model.q, spec.seed)
-    with torch.no_grad():
-        err = model(torch.as_tensor(data.X, dtype=torch.float64)).numpy() - data.y
-    mse, max_err = float(np.mean(err**2)), float(np.abs(err).max())
-    goal = spec.fit.goal
-    reached = bool(goal.met(torch.tensor(max_err), torch.tensor(mse), torch.tensor(data.sigma)))
-    return model, FitResult(reached=reached, steps=0, train_mse=mse, train_max_err=max_err,
-                            seconds=time.perf_counter() - start, mode="construction")
+CONSTRUCTIONS: Registry[Callable[..., nn.Module]] = Registry("construction", "model.construction")
+CONSTRUCTIONS.register("single_neuron", lambda X, y, size, q, seed: single_neuron(X, y))
+CONSTRUCTIONS.register("caps", lambda X, y, size, q, seed: caps(X, y))
+CONSTRUCTIONS.register("compromise_caps", lambda X, y, size, q, seed: compromise_caps(X, y, size, seed=seed))
+CONSTRUCTIONS.register("tensor", lambda X, y, size, q, seed: tensor(X, y, q))
+CONSTRUCTIONS.register("baum", lambda X, y, size, q, seed: baum(X, y))
+CONSTRUCTIONS.register("rbf", lambda X, y, size, q, seed: rbf(X, y))
+CONSTRUCTIONS.register("projected_rbf", lambda X, y, size, q, seed: projected_rbf(X, y, size, seed))
+CONSTRUCTIONS.register("mcshane", lambda X, y, size, q, seed: mcshane(X, y))

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 
 import numpy as np
+from scipy.spatial.distance import pdist
 
 from robustlaw.errors import RobustlawError, require
+from robustlaw.registry import Registry, build_variant
+from robustlaw.seeding import stream
 
 Array = np.ndarray
 
@@ -65,13 +68,65 @@ def manifold(n: int, d: int, rng: np.random.Generator, intrinsic_dim: int = 5) -
     return z @ basis.T
 
 
-DISTRIBUTIONS: dict[str, Callable[..., Array]] = {
-    "sphere": sphere,
-    "gaussian": gaussian,
-    "cube": cube,
-    "mixture": mixture,
-    "manifold": manifold,
-}
+@dataclass(frozen=True)
+class NoOptions:
+    """A distribution without fields of its own."""
+
+
+@dataclass(frozen=True)
+class MixtureOptions:
+    """``components`` equal-weight Gaussians of width ``spread`` (see :func:`mixture`)."""
+
+    components: int = 10
+    spread: float = 0.3
+
+    def __post_init__(self):
+        require(_is_int(self.components) and self.components >= 1, "data.components",
+                f"must be an integer >= 1, got {self.components!r}")
+        require(np.isfinite(self.spread) and self.spread > 0, "data.spread", f"must be > 0, got {self.spread}")
+
+
+@dataclass(frozen=True)
+class ManifoldOptions:
+    """A great sphere of dimension ``intrinsic_dim`` (see :func:`manifold`)."""
+
+    intrinsic_dim: int = 5
+
+    def __post_init__(self):
+        require(_is_int(self.intrinsic_dim) and self.intrinsic_dim >= 1, "data.intrinsic_dim",
+                f"must be an integer >= 1, got {self.intrinsic_dim!r}")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A data source: ``sample(n, d, rng, options) -> X`` (n, d), with its own ``options`` fields (a frozen
+    dataclass, validated on construction) and the facts the theory needs about it."""
+
+    name: str
+    sampler: Callable[..., Array]
+    options: type = NoOptions
+
+    def sample(self, n: int, d: int, rng: np.random.Generator, options) -> Array:
+        return self.sampler(n, d, rng, **dataclasses.asdict(options))
+
+    def check(self, n: int, d: int, options) -> None:
+        """Raise a :class:`SpecError` for sizes this source cannot draw (before any run starts)."""
+        m = getattr(options, "intrinsic_dim", None)
+        require(m is None or m < d, "data.intrinsic_dim", f"must be below d = {d}, got {m}")
+
+    def mixture_components(self, options) -> int:
+        """k in BS21's mixture condition (arXiv:2105.12806, Theorem 3): 1 unless the source is a mixture."""
+        return getattr(options, "components", 1)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+DISTRIBUTIONS: Registry[Distribution] = Registry("distribution", "data.distribution")
+for _source in (Distribution("sphere", sphere), Distribution("gaussian", gaussian), Distribution("cube", cube),
+                Distribution("mixture", mixture, MixtureOptions), Distribution("manifold", manifold, ManifoldOptions)):
+    DISTRIBUTIONS.register(_source.name, _source)
 
 
 # ----------------------------------------------------------------------------- labels
@@ -119,21 +174,41 @@ class DataSpec:
     noise: str = "gaussian"
     heteroscedastic: bool = False
     clip: bool = False
-    components: int = 10
-    spread: float = 0.3
-    intrinsic_dim: int = 5
+    #: the distribution's own fields (:class:`MixtureOptions`, :class:`ManifoldOptions`, ...); its defaults if None
+    options: object = None
+
+    @classmethod
+    def of(cls, **fields) -> DataSpec:
+        """A spec from flat fields, the distribution's own ones included (``DataSpec.of(distribution=..., ...)``)."""
+        return build_variant(cls, "distribution", DISTRIBUTIONS, fields)
 
     def __post_init__(self):
-        require(self.distribution in DISTRIBUTIONS, "data.distribution",
-                f"unknown distribution {self.distribution!r} (known: {', '.join(DISTRIBUTIONS)})")
-        require(isinstance(self.n, int) and self.n >= 2, "data.n", f"must be an integer >= 2, got {self.n!r}")
-        require(isinstance(self.d, int) and self.d >= 1, "data.d", f"must be an integer >= 1, got {self.d!r}")
+        source = DISTRIBUTIONS.get(self.distribution)
+        if self.options is None:
+            object.__setattr__(self, "options", source.options())
+        require(isinstance(self.options, source.options), "data.distribution",
+                f"{self.distribution} takes {source.options.__name__}, got {type(self.options).__name__}")
+        require(_is_int(self.n) and 2 <= self.n <= MAX_POINTS, "data.n",
+                f"must be an integer in [2, {MAX_POINTS:.0e}], got {self.n!r}")
+        require(_is_int(self.d) and 1 <= self.d, "data.d", f"must be an integer >= 1, got {self.d!r}")
+        require(self.n * self.d <= MAX_ELEMENTS, "data.n",
+                f"n d = {self.n * self.d:.3g} values exceed the {MAX_ELEMENTS:.0e} a data set may hold in memory here")
         require(self.labels in ("signs", "teacher"), "data.labels",
                 f"unknown labels {self.labels!r} (known: signs, teacher)")
         require(self.noise in ("gaussian", "rademacher"), "data.noise",
                 f"unknown noise {self.noise!r} (known: gaussian, rademacher)")
         require(np.isfinite(self.sigma) and self.sigma > 0, "data.sigma", f"must be > 0, got {self.sigma}")
         require(np.isfinite(self.signal) and self.signal >= 0, "data.signal", f"must be >= 0, got {self.signal}")
+        source.check(self.n, self.d, self.options)
+
+    @property
+    def source(self) -> Distribution:
+        return DISTRIBUTIONS.get(self.distribution)
+
+
+#: the largest data set a spec may ask for: points, and values (n d, 8 bytes each)
+MAX_POINTS = 10**7
+MAX_ELEMENTS = 2 * 10**8
 
 
 @dataclass(frozen=True)
@@ -180,25 +255,34 @@ def check_dataset(X: Array, y: Array) -> None:
 
 
 def make_dataset(spec: DataSpec, seed: int) -> Dataset:
-    """Draw the data set described by ``spec`` with ``seed`` (inputs, then labels, from one stream)."""
-    rng = np.random.default_rng([seed, 0x5EED])
-    sampler = DISTRIBUTIONS[spec.distribution]
-    options = {"mixture": dict(components=spec.components, spread=spec.spread),
-               "manifold": dict(intrinsic_dim=spec.intrinsic_dim)}.get(spec.distribution, {})
-    X = sampler(spec.n, spec.d, rng, **options)
+    """Draw the data set described by ``spec`` with ``seed`` (inputs, then labels, from its ``data`` stream)."""
+    rng = stream(seed, "data")
+    X = spec.source.sample(spec.n, spec.d, rng, spec.options)
+    y, sigma = _labels(spec, X, rng)
+    return Dataset(X=X, y=y, sigma=sigma, name=spec.distribution, meta=dataclasses.asdict(spec))
+
+
+def _labels(spec: DataSpec, X: Array, rng: np.random.Generator) -> tuple[Array, float]:
+    """Labels for X and the noise level sigma they carry (see :class:`DataSpec`)."""
     if spec.labels == "signs":
-        y = rng.choice([-1.0, 1.0], size=spec.n)
-        sigma = 1.0
-    else:
-        g = teacher(X, rng, spec.signal)
-        s = noise_scale(X, rng, spec.sigma, spec.heteroscedastic)
-        draw = (lambda size: rng.standard_normal(size)) if spec.noise == "gaussian" else (
-            lambda size: rng.choice([-1.0, 1.0], size=size))
-        y = g + s * draw(spec.n)
-        sigma = spec.sigma
-        if spec.clip:
-            y = np.clip(y, -1.0, 1.0)
-            samples = np.clip(g[:, None] + s[:, None] * draw((spec.n, 256)), -1.0, 1.0)
-            sigma = float(np.sqrt(samples.var(axis=1).mean()))
-    meta = dataclasses.asdict(spec)
-    return Dataset(X=X, y=y, sigma=sigma, name=spec.distribution, meta=meta)
+        return rng.choice([-1.0, 1.0], size=spec.n), 1.0
+    g = teacher(X, rng, spec.signal)
+    s = noise_scale(X, rng, spec.sigma, spec.heteroscedastic)
+    draw = (lambda size: rng.standard_normal(size)) if spec.noise == "gaussian" else (
+        lambda size: rng.choice([-1.0, 1.0], size=size))
+    y = g + s * draw(spec.n)
+    if not spec.clip:
+        return y, spec.sigma
+    samples = np.clip(g[:, None] + s[:, None] * draw((spec.n, 256)), -1.0, 1.0)
+    return np.clip(y, -1.0, 1.0), float(np.sqrt(samples.var(axis=1).mean()))
+
+
+def lip_floor(X: Array, y: Array) -> float:
+    """max_{i != j} |y_i - y_j| / ||x_i - x_j||: the smallest Lipschitz constant of any interpolator of
+    (X, y) (the McShane extension attains it), hence a floor for every fitted model; a measurement of the
+    data, not of a model. O(n^2 d)."""
+    dist = pdist(X)
+    diff = pdist(y[:, None], metric="cityblock")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(dist > 0, diff / dist, np.where(diff > 0, np.inf, 0.0))
+    return float(ratio.max()) if len(ratio) else 0.0

@@ -1,8 +1,9 @@
-"""One spec -> one record: data, model, fit, certify, theory, as one flat row.
+"""One spec -> one record: data, model, fit, certify, theory, as one typed row.
 
 A :class:`RunSpec` is a frozen description of one run; its :meth:`RunSpec.key` (a hash of the
 canonical JSON of the spec) keys the record in the store, so the same spec and seed give the
-same key and the same record.
+same key and the same record. :class:`Record` is the row: the same columns for every run, those a
+failed run could not measure left empty.
 """
 
 from __future__ import annotations
@@ -17,40 +18,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from robustlaw.constructions import build_construction, mcshane_constant
-from robustlaw.data import DataSpec, Dataset, make_dataset
+from robustlaw.data import DataSpec, Dataset, lip_floor, make_dataset
 from robustlaw.errors import require
-from robustlaw.fit import FitResult, FitSpec, fit_many, padded_width
-from robustlaw.lipschitz import Bracket, Domain, certify, mean_gradient_norm
-from robustlaw.models import ModelSpec, Network
-from robustlaw.theory import bln20_lip, bs21_lip_lower, deep_net_J, law_scale
+from robustlaw.families import ModelSpec, parametrisation_constant
+from robustlaw.fit import FitResult, FitSpec
+from robustlaw.lipschitz import DOMAINS, Bracket, Domain, certify, mean_gradient_norm
+from robustlaw.theory import bln20_lip, bs21_lip_lower, law_scale
 
-#: bump when a change alters what a spec's record holds, so stale records are not reused
-RECORD_VERSION = 1
+#: bump when a change alters what a spec's record holds, so stale records are not reused.
+#: 2: typed Record (one schema for ok and failed runs), specs with per-variant options, P, J from the family.
+RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
 class CertifySpec:
-    """Where to measure the Lipschitz constant: ``domain`` global, ball (radius ``radius``, or the
-    data radius if 0), sphere, or local (balls of ``radius`` around the training points)."""
+    """Where to measure the Lipschitz constant: a ``domain`` of robustlaw.lipschitz.DOMAINS (global, ball,
+    sphere, local) of ``radius`` (0: the data's radius; a local domain needs a radius > 0)."""
 
     domain: str = "ball"
     radius: float = 0.0
-    search_points: int = 512
 
     def __post_init__(self):
-        require(self.domain in ("global", "ball", "sphere", "local"), "certify.domain",
-                f"unknown domain {self.domain!r} (known: global, ball, sphere, local)")
+        kind = DOMAINS.get(self.domain)
         require(np.isfinite(self.radius) and self.radius >= 0, "certify.radius", f"must be >= 0, got {self.radius}")
-        require(self.domain != "local" or self.radius > 0, "certify.radius", "a local domain needs a radius > 0")
-        require(isinstance(self.search_points, int) and self.search_points >= 1, "certify.search_points",
-                f"must be an integer >= 1, got {self.search_points!r}")
+        kind.check_spec_radius(self.radius)
 
     def domain_for(self, data: Dataset) -> Domain:
-        radius = self.radius or data.radius
-        if self.domain == "local":
-            return Domain("local", radius, points=data.X)
-        return Domain(self.domain, radius)
+        return DOMAINS.get(self.domain).from_spec(self.radius or data.radius, data.X)
 
 
 @dataclass(frozen=True)
@@ -64,130 +58,197 @@ class RunSpec:
     seed: int = 0
     sweep: str = "adhoc"
 
+    def __post_init__(self):
+        require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63, "seeds",
+                f"must be integers in [0, 2^63), got {self.seed!r}")
+        self.model.kind.check(self.model, self.data.d)
+
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
         """A hash of everything that determines the record (the sweep name is not part of it)."""
         body = {k: v for k, v in self.as_dict().items() if k != "sweep"}
-        if not body["model"]["construction"]:  # keep the keys of trained-model specs as they were
-            del body["model"]["construction"]
         body["version"] = RECORD_VERSION
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
-    def architecture(self) -> tuple:
-        """Runs with an equal key can be fitted in one batch: same data shape, fit spec and
-        activation; two-layer nets of any width (padded), deeper nets of equal widths."""
+    def batch_key(self) -> tuple:
+        """Runs with an equal batch key can be fitted in one batch: same data shape, fit spec, activation
+        and family batch key (two-layer nets of any width, deeper nets of equal widths)."""
         m = self.model
-        shape = ("two_layer",) if m.family == "two_layer" else (m.family, m.widths)
-        return (*shape, m.activation, m.q, self.data.n, self.data.d, self.fit)
+        return (*m.kind.batch_key(m), m.activation, m.q, self.data.n, self.data.d, self.fit)
 
     def work(self) -> int:
-        """n times the padded parameter count: the size of one training step, for batching."""
-        sizes = [self.data.d, *(padded_width(w) for w in self.model.hidden), 1]
-        return self.data.n * sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+        """The size of one training step (n times the padded parameter count), for batching."""
+        return self.model.kind.work(self.model, self.data.n, self.data.d)
+
+
+@dataclass
+class Record:
+    """One run's row in the store; see docs/ARCHITECTURE.md for the columns. ``status`` is "ok" or
+    "error"; a failed run keeps its spec, its error and what it measured before failing (else None)."""
+
+    key: str
+    sweep: str
+    status: str
+    seed: int
+    spec: str
+    distribution: str
+    labels: str
+    n: int
+    d: int
+    family: str
+    activation: str
+    construction: str | None = None
+    width: int | None = None
+    widths: str | None = None
+    version: int = RECORD_VERSION
+    sigma: float | None = None
+    depth: int | None = None
+    P: int | None = None
+    mode: str | None = None
+    target: str | None = None
+    reached: bool | None = None
+    steps: int | None = None
+    train_mse: float | None = None
+    train_max_err: float | None = None
+    fit_seconds: float | None = None
+    fit_flops: float | None = None
+    smooth_surrogate: float | None = None
+    domain: str | None = None
+    lip_lower: float | None = None
+    lip_upper: float | None = None
+    lip_exact: bool | None = None
+    lower_method: str | None = None
+    upper_method: str | None = None
+    witness: str | None = None
+    certify_seconds: float | None = None
+    grad_mean_train: float | None = None
+    lip_floor: float | None = None
+    law_scale: float | None = None
+    bln20: float | None = None
+    bs21_lip_lower: float | None = None
+    bs21_eps: float | None = None
+    bs21_W: float | None = None
+    bs21_J: float | None = None
+    bs21_mixture_ok: bool | None = None
+    bs21_dimension_ok: bool | None = None
+    seconds: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    @classmethod
+    def start(cls, spec: RunSpec) -> Record:
+        """The columns known from the spec alone."""
+        m = spec.model
+        return cls(key=spec.key(), sweep=spec.sweep, status="error", seed=spec.seed,
+                   spec=json.dumps(spec.as_dict(), sort_keys=True), distribution=spec.data.distribution,
+                   labels=spec.data.labels, n=spec.data.n, d=spec.data.d, family=m.family, activation=m.activation,
+                   construction=getattr(m.options, "construction", None),
+                   width=m.hidden[0] if m.family == "two_layer" else None, widths=json.dumps(m.hidden),
+                   target=spec.fit.target, mode=spec.fit.mode)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+COLUMNS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Record)}
 
 
 @dataclass
 class Prepared:
-    """A run's data and initialised model, ready to fit."""
+    """A run's data and initialised model (None until fitted for a construction)."""
 
     spec: RunSpec
     data: Dataset
-    model: Network | None = field(repr=False)
+    model: torch.nn.Module | None = field(repr=False)
 
 
 def prepare(spec: RunSpec) -> Prepared:
     data = make_dataset(spec.data, spec.seed)
-    model = None if spec.model.family == "construction" else spec.model.build(spec.data.d, spec.seed)
-    return Prepared(spec, data, model)
+    return Prepared(spec, data, spec.model.kind.build(spec.model, spec.data.d, spec.seed))
 
 
-def measure(run: Prepared, fitted: FitResult) -> dict:
-    """Certify the fitted model and set the measurement beside the theory, as one flat record."""
+def measure(run: Prepared, fitted: FitResult) -> Record:
+    """Certify the fitted model and set the measurement beside the theory, as one record."""
     spec, data, model = run.spec, run.data, run.model
     domain = spec.certify.domain_for(data)
     # no time limit: the search runs a fixed number of rounds, so the same spec gives the same bracket
     bracket: Bracket = certify(model, domain, data.X, data.y, seed=spec.seed, time_limit=None)
-    n, d, P = data.n, data.d, model.param_count()
-    w_max = max(float(p.detach().abs().max()) for p in model.parameters())
-    W = 2 * w_max * np.sqrt(P)  # diameter of the box [-w_max, w_max]^P holding the parameters
-    J = deep_net_J(R=max(data.radius, 1e-12), W=max(w_max, 1e-12), P=P, depth=model.depth)
+    record = Record.start(spec)
+    _fill_fit(record, fitted, data, model)
+    _fill_bracket(record, bracket, model, data, domain)
+    _fill_theory(record, spec, fitted, data, model)
+    record.status = "ok"
+    return record
+
+
+def _fill_fit(record: Record, fitted: FitResult, data: Dataset, model) -> None:
+    record.sigma, record.depth, record.P = data.sigma, model.depth, model.param_count()
+    record.mode, record.reached, record.steps = fitted.mode, fitted.reached, fitted.steps
+    record.train_mse, record.train_max_err = fitted.train_mse, fitted.train_max_err
+    record.fit_seconds, record.fit_flops, record.smooth_surrogate = fitted.seconds, fitted.flops, fitted.smooth_surrogate
+
+
+def _fill_bracket(record: Record, bracket: Bracket, model, data: Dataset, domain: Domain) -> None:
+    record.domain, record.lip_lower, record.lip_upper, record.lip_exact = (
+        bracket.domain, bracket.lower, bracket.upper, bracket.exact)
+    record.lower_method, record.upper_method = bracket.lower_method, bracket.upper_method
+    record.witness = json.dumps([round(float(v), 8) for v in bracket.witness])
+    record.certify_seconds = bracket.seconds
+    record.grad_mean_train = mean_gradient_norm(model, data.X, domain)
+    record.lip_floor = lip_floor(data.X, data.y)
+
+
+def _fill_theory(record: Record, spec: RunSpec, fitted: FitResult, data: Dataset, model) -> None:
+    """The papers' predictions for this run: the law's scale, BLN20's sqrt(n / k) for two-layer nets and
+    BS21 Theorem 3 with W, J from the fitted parameters and eps from the fit target."""
+    n, d, P = data.n, data.d, record.P
+    W, J = parametrisation_constant(model, data)
     eps = spec.fit.eps if spec.fit.target == "memorise" else max(data.sigma**2 - fitted.train_mse, 1e-6)
     eps = min(eps, 1 - 1e-9)
     bs21 = bs21_lip_lower(n, d, P, sigma=data.sigma, eps=eps, W=W, J=J, c=1.0,
-                          k_mixture=spec.data.components if spec.data.distribution == "mixture" else 1,
-                          lip=bracket.lower)
-    return {
-        "key": spec.key(), "sweep": spec.sweep, "status": "ok", "seed": spec.seed,
-        "distribution": spec.data.distribution, "labels": spec.data.labels, "n": n, "d": d, "sigma": data.sigma,
-        "family": spec.model.family, "construction": spec.model.construction or None, "activation": spec.model.activation,
-        "width": spec.model.hidden[0] if spec.model.family == "two_layer" else None,
-        "widths": json.dumps(spec.model.hidden), "depth": model.depth, "P": P,
-        "mode": fitted.mode, "target": spec.fit.target, "reached": fitted.reached, "steps": fitted.steps,
-        "train_mse": fitted.train_mse, "train_max_err": fitted.train_max_err, "fit_seconds": fitted.seconds,
-        "fit_flops": fitted.flops, "smooth_surrogate": fitted.smooth_surrogate,
-        "domain": bracket.domain, "lip_lower": bracket.lower, "lip_upper": bracket.upper,
-        "lip_exact": bracket.exact, "lower_method": bracket.lower_method, "upper_method": bracket.upper_method,
-        "witness": json.dumps([round(float(v), 8) for v in bracket.witness]), "certify_seconds": bracket.seconds,
-        "grad_mean_train": mean_gradient_norm(model, data.X, domain),
-        "lip_floor": mcshane_constant(data.X, data.y),
-        "law_scale": law_scale(n, d, P),
-        "bln20": bln20_lip(n, spec.model.hidden[0]) if spec.model.family == "two_layer" else None,
-        "bs21_lip_lower": bs21.lip_lower, "bs21_eps": eps, "bs21_mixture_ok": bs21.mixture_condition,
-        "bs21_dimension_ok": bs21.dimension_condition,
-        "spec": json.dumps(spec.as_dict(), sort_keys=True),
-    }
+                          k_mixture=spec.data.source.mixture_components(spec.data.options), lip=record.lip_lower)
+    record.law_scale = law_scale(n, d, P)
+    record.bln20 = bln20_lip(n, record.width) if record.width is not None else None
+    record.bs21_lip_lower, record.bs21_eps, record.bs21_W, record.bs21_J = bs21.lip_lower, eps, W, J
+    record.bs21_mixture_ok, record.bs21_dimension_ok = bs21.mixture_condition, bs21.dimension_condition
 
 
-def failed_record(spec: RunSpec, error: BaseException) -> dict:
+def failed_record(spec: RunSpec, error: BaseException) -> Record:
     """The record of a run that raised: its spec and the error, so the sweep goes on."""
-    return {"key": spec.key(), "sweep": spec.sweep, "status": "error", "seed": spec.seed,
-            "error": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error, limit=5)),
-            "n": spec.data.n, "d": spec.data.d, "spec": json.dumps(spec.as_dict(), sort_keys=True)}
+    record = Record.start(spec)
+    record.error = f"{type(error).__name__}: {error}"
+    record.traceback = "".join(traceback.format_exception(error, limit=5))
+    return record
 
 
 def run_group(specs: list[RunSpec]) -> list[dict]:
-    """Run specs that share an architecture: prepare each, fit all in one batch, measure each."""
+    """Run specs that share a batch key: prepare each, fit all in one batch, measure each. A run whose
+    fit or measurement fails is recorded as failed; the others go on."""
     start = time.perf_counter()
     torch.set_num_threads(1)
     prepared = [prepare(s) for s in specs]
-    if specs[0].model.family == "construction":
-        return _run_constructions(prepared, start)
-    fitted = fit_many([p.model for p in prepared], [p.data.X for p in prepared], [p.data.y for p in prepared],
-                      specs[0].fit, [p.data.sigma for p in prepared], [s.seed for s in specs])
-    return _measure_all(prepared, fitted, start)
-
-
-def _run_constructions(prepared: list[Prepared], start: float) -> list[dict]:
-    """Build each construction on its data (a failed precondition fails that run only), then measure."""
-    ok, fitted, failed = [], [], []
-    for run in prepared:
-        try:
-            run.model, result = build_construction(run.spec, run.data)
-            ok.append(run)
-            fitted.append(result)
-        except Exception as error:  # noqa: BLE001 -- a failed construction fails its run only
-            failed.append(failed_record(run.spec, error))
-    records = _measure_all(ok, fitted, start) + failed
-    for record in failed:
-        record["seconds"] = (time.perf_counter() - start) / len(records)
-    return records
-
-
-def _measure_all(prepared: list[Prepared], fitted: list[FitResult], start: float) -> list[dict]:
+    family, fit_spec = specs[0].model.kind, specs[0].fit
+    models, fitted = family.fit([p.model for p in prepared], [p.data for p in prepared], fit_spec,
+                                specs[0].model, [s.seed for s in specs])
     records = []
-    for run, result in zip(prepared, fitted):
-        try:
-            record = measure(run, result)
-        except Exception as error:  # one failing measurement must not lose the others
-            record = failed_record(run.spec, error)
-        records.append(record)
+    for run, model, result in zip(prepared, models, fitted):
+        run.model = model
+        records.append(_measured(run, result))
     elapsed = time.perf_counter() - start
     for record in records:
-        record["seconds"] = elapsed / len(records)
-    return records
+        record.seconds = elapsed / len(records)
+    return [r.as_dict() for r in records]
+
+
+def _measured(run: Prepared, result: FitResult | BaseException) -> Record:
+    if isinstance(result, BaseException):
+        return failed_record(run.spec, result)
+    try:
+        return measure(run, result)
+    except Exception as error:  # one failing measurement must not lose the others
+        return failed_record(run.spec, error)
 
 
 def run(spec: RunSpec) -> dict:

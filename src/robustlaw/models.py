@@ -8,41 +8,14 @@ f(x) = a . act(W x + b), has P = k (d + 2) (no output bias, as in BLN20).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
+from robustlaw.activations import Power, make_activation
 from robustlaw.errors import require
+from robustlaw.seeding import torch_stream
 
-
-class Power(nn.Module):
-    """The polynomial activation t -> t^q of BLN20 section 3.4 (not Lipschitz on R for q >= 2)."""
-
-    def __init__(self, q: int = 2):
-        super().__init__()
-        self.q = int(q)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t**self.q
-
-    def extra_repr(self) -> str:
-        return f"q={self.q}"
-
-
-ACTIVATIONS = {
-    "relu": lambda q: nn.ReLU(),
-    "leaky_relu": lambda q: nn.LeakyReLU(0.01),
-    "tanh": lambda q: nn.Tanh(),
-    "softplus": lambda q: nn.Softplus(),
-    "poly": lambda q: Power(q),
-}
-
-
-def make_activation(name: str, q: int = 2) -> nn.Module:
-    """The activation module called ``name`` (``poly`` uses the power ``q``)."""
-    require(name in ACTIVATIONS, "model.activation", f"unknown activation {name!r} (known: {', '.join(ACTIVATIONS)})")
-    return ACTIVATIONS[name](q)
+__all__ = ["Network", "Power", "mlp", "two_layer"]
 
 
 class Network(nn.Sequential):
@@ -90,13 +63,13 @@ def mlp(d: int, widths: list[int], activation: str = "relu", seed: int = 0, q: i
     require(isinstance(d, int) and d >= 1, "data.d", f"must be an integer >= 1, got {d!r}")
     require(len(widths) >= 1 and all(isinstance(w, int) and w >= 1 for w in widths), "model.width",
             f"hidden widths must be integers >= 1, got {widths!r}")
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch_stream(seed, "init")
     sizes = [d, *widths]
     modules: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layer = nn.Linear(fan_in, fan_out, dtype=dtype)
         _normal_init(layer, generator, fan_in_scale=d**0.5 if i == 0 else 2**0.5, bias_std=0.1 if i == 0 else 0.0)
-        modules += [layer, make_activation(activation, q)]
+        modules += [layer, make_activation(activation, q).to_torch()]
     head = nn.Linear(sizes[-1], 1, bias=output_bias, dtype=dtype)
     _normal_init(head, generator, fan_in_scale=1.0, bias_std=0.0)
     return Network(*modules, head)
@@ -106,45 +79,3 @@ def two_layer(d: int, k: int, activation: str = "relu", seed: int = 0, q: int = 
               dtype: torch.dtype = torch.float32) -> Network:
     """BLN20's f(x) = sum_j a_j act(<w_j, x> + b_j), width k, P = k (d + 2)."""
     return mlp(d, [k], activation=activation, seed=seed, q=q, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which function class to fit: ``family`` two_layer (``width`` k) or mlp (``widths``), or
-    ``construction`` (built, not trained: ``construction`` names one of
-    robustlaw.constructions.CONSTRUCTIONS, ``width`` is its size knob, ``q`` its degree)."""
-
-    family: str = "two_layer"
-    width: int = 16
-    widths: tuple[int, ...] = ()
-    activation: str = "relu"
-    q: int = 2
-    construction: str = ""
-
-    def __post_init__(self):
-        require(self.family in ("two_layer", "mlp", "construction"), "model.family",
-                f"unknown family {self.family!r} (known: two_layer, mlp, construction)")
-        require((self.family == "construction") == bool(self.construction), "model.construction",
-                "must be set exactly when family = \"construction\"")
-        if self.construction:
-            from robustlaw.constructions import CONSTRUCTIONS  # constructions build on this module
-
-            require(self.construction in CONSTRUCTIONS, "model.construction",
-                    f"unknown construction {self.construction!r} (known: {', '.join(CONSTRUCTIONS)})")
-        require(self.activation in ACTIVATIONS, "model.activation",
-                f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
-        if self.family in ("two_layer", "construction"):
-            require(isinstance(self.width, int) and self.width >= 1, "model.width",
-                    f"must be an integer >= 1, got {self.width!r}")
-        else:
-            require(len(self.widths) >= 1 and all(isinstance(w, int) and w >= 1 for w in self.widths),
-                    "model.widths", f"must be a non-empty list of integers >= 1, got {list(self.widths)!r}")
-        require(isinstance(self.q, int) and self.q >= 1, "model.q", f"must be an integer >= 1, got {self.q!r}")
-
-    @property
-    def hidden(self) -> list[int]:
-        return {"two_layer": [self.width], "mlp": list(self.widths)}.get(self.family, [])
-
-    def build(self, d: int, seed: int) -> Network:
-        require(self.family != "construction", "model.family", "a construction is built from data, not initialised")
-        return mlp(d, self.hidden, activation=self.activation, seed=seed, q=self.q)

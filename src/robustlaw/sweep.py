@@ -4,15 +4,17 @@ Spec format (see examples/)::
 
     name = "bln20-sphere"        # the sweep's name in the store
     seeds = [0, 1, 2]
-    [data]    distribution, n, d, labels, sigma, ...   (robustlaw.data.DataSpec)
-    [model]   family, width | widths, activation, q    (robustlaw.models.ModelSpec)
+    [data]    distribution, n, d, labels, sigma, ... and the distribution's own fields (robustlaw.data.DataSpec)
+    [model]   family, activation, q and the family's own fields: width | widths | construction, size
+              (robustlaw.families.ModelSpec)
     [fit]     target, tol, eps, lr, max_steps, mode, ... (robustlaw.fit.FitSpec; mode = "train" | "smooth")
-    [certify] domain, radius, search_points            (robustlaw.experiment.CertifySpec)
+    [certify] domain, radius                           (robustlaw.experiment.CertifySpec)
 
 A list in place of a value makes that field an axis of the grid (``width = [10, 20, 40]``); for
 ``model.widths``, which is itself a list, a list of lists is an axis. The grid is the product of
-all axes and the seeds. ``batch_size`` (runs) and ``batch_work`` (n x padded P) bound one batch
-of models fitted together (see :func:`batches`).
+all axes and the seeds (robustlaw.grid), every point validated before the first run starts.
+``batch_size`` (runs) and ``batch_work`` (n x padded P) bound one batch of models fitted together
+(see :func:`batches`).
 
 Executors (:func:`make_executor`): ``local`` (worker processes, one thread each) and ``ray`` (a
 local or remote Ray cluster). Both stream (task, records or exception) back to :func:`run_sweep`,
@@ -21,11 +23,8 @@ which is the single writer of the store.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import os
 import tomllib
-import typing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -33,61 +32,12 @@ from importlib import resources
 from pathlib import Path
 from collections.abc import Callable, Iterator
 
-from robustlaw.data import DataSpec
 from robustlaw.errors import RobustlawError, SpecError
-from robustlaw.experiment import CertifySpec, RunSpec, failed_record, run_group
-from robustlaw.fit import FitSpec
-from robustlaw.models import ModelSpec
+from robustlaw.experiment import RunSpec, failed_record, run_group
+from robustlaw.grid import SECTIONS, expand
 from robustlaw.store import Store
 
-SECTIONS = {"data": DataSpec, "model": ModelSpec, "fit": FitSpec, "certify": CertifySpec}
-TOP_LEVEL = {"name", "seeds", "description", "batch_size", "batch_work", *SECTIONS}
-LIST_FIELDS = {("model", "widths")}
-
-
-def _coerce(section: str, name: str, kind, value):
-    """Check one scalar value against its dataclass field type; ints are accepted as floats."""
-    where = f"{section}.{name}"
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise SpecError(where, f"must be true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(where, f"must be an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(where, f"must be a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise SpecError(where, f"must be a string, got {value!r}")
-        return value
-    # tuple[int, ...]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise SpecError(where, f"must be a list of integers, got {value!r}")
-    return tuple(value)
-
-
-def _axes(section: str, cls, table) -> dict[str, list]:
-    """The values each field of one section takes: one value, or several for an axis."""
-    if not isinstance(table, dict):
-        raise SpecError(section, f"must be a table, got {table!r}")
-    types = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    axes = {}
-    for name, value in table.items():
-        if name not in types:
-            raise SpecError(f"{section}.{name}", f"unknown field (known: {', '.join(known)})")
-        kind = types[name]
-        is_axis = isinstance(value, list) and (
-            (section, name) not in LIST_FIELDS or (value and all(isinstance(v, list) for v in value)))
-        values = value if is_axis else [value]
-        if is_axis and not values:
-            raise SpecError(f"{section}.{name}", "an axis needs at least one value")
-        axes[name] = [_coerce(section, name, kind, v) for v in values]
-    return axes
+TOP_LEVEL = {"name", "seeds", "description", "batch_size", "batch_work", *(s.name for s in SECTIONS)}
 
 
 @dataclass(frozen=True)
@@ -112,27 +62,18 @@ class SweepSpec:
         if isinstance(seeds, int) and not isinstance(seeds, bool):
             seeds = [seeds]
         valid = isinstance(seeds, list) and seeds and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds)
         if not valid:
-            raise SpecError("seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+            raise SpecError("seeds", f"must be a non-empty list of integers in [0, 2^63), got {seeds!r}")
         batch_size = spec.get("batch_size", 32)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise SpecError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
         batch_work = spec.get("batch_work", 4e6)
         if not isinstance(batch_work, (int, float)) or isinstance(batch_work, bool) or not batch_work > 0:
             raise SpecError("batch_work", f"must be a number > 0, got {batch_work!r}")
-        per_section = {s: _axes(s, c, spec.get(s, {})) for s, c in SECTIONS.items()}
-        flat = [(s, f, vals) for s, axes in per_section.items() for f, vals in axes.items()]
-        runs = []
-        for combo in itertools.product(*(vals for _, _, vals in flat)):
-            fields: dict[str, dict] = {s: {} for s in SECTIONS}
-            for (section, fname, _), value in zip(flat, combo):
-                fields[section][fname] = value
-            parts = {s: SECTIONS[s](**fields[s]) for s in SECTIONS}
-            for seed in seeds:
-                runs.append(RunSpec(seed=seed, sweep=name, **parts))
-        if len({r.key() for r in runs}) != len(runs):
-            raise SpecError("seeds", "the grid repeats a run (duplicate seeds or axis values)")
+        if len(set(seeds)) != len(seeds):
+            raise SpecError("seeds", f"repeats a seed: {seeds!r}")
+        runs = expand(spec, name, seeds)
         return cls(name=name, runs=tuple(runs), description=str(spec.get("description", "")), batch_size=batch_size,
                    batch_work=float(batch_work))
 
@@ -158,13 +99,13 @@ def default_spec_text() -> str:
 
 
 def batches(runs: list[RunSpec], size: int, work: float = 4e6) -> list[list[RunSpec]]:
-    """Group runs that can share a batch (see :meth:`RunSpec.architecture`) into batches of at most
+    """Group runs that can share a batch (see :meth:`RunSpec.batch_key`) into batches of at most
     ``size`` runs whose padded step size (batch length x widest run's :meth:`RunSpec.work`) stays
     within ``work``: small models are batched (per-step overhead dominates them), large ones run
     alone (batching them only loses cache). Runs are sorted by width, so padding stays small."""
     groups: dict[tuple, list[RunSpec]] = {}
     for r in runs:
-        groups.setdefault(r.architecture(), []).append(r)
+        groups.setdefault(r.batch_key(), []).append(r)
     out = []
     for group in groups.values():
         group.sort(key=lambda r: (r.work(), r.key()))
@@ -185,7 +126,7 @@ def safe_run_group(specs: list[RunSpec]) -> list[dict]:
         return run_group(specs)
     except Exception as error:
         if len(specs) == 1:
-            return [failed_record(specs[0], error)]
+            return [failed_record(specs[0], error).as_dict()]
     return [record for spec in specs for record in safe_run_group([spec])]
 
 
@@ -312,7 +253,7 @@ def run_sweep(sweep: SweepSpec, store: Store, executor=None,
     # largest batches first, so the long tasks do not finish last
     tasks = sorted(batches(todo, sweep.batch_size, sweep.batch_work), key=lambda b: -len(b) * b[-1].work())
     for task, outcome in executor.map_unordered(safe_run_group, tasks):
-        records = [failed_record(s, outcome) for s in task] if isinstance(outcome, BaseException) else outcome
+        records = [failed_record(s, outcome).as_dict() for s in task] if isinstance(outcome, BaseException) else outcome
         for record in records:
             store.put(record)
             if on_record:

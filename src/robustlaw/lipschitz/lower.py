@@ -19,8 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustlaw.lipschitz.domain import Domain
+from robustlaw.activations import activation_of
+from robustlaw.lipschitz.domain import Domain, Global
 from robustlaw.lipschitz.network import Net
+from robustlaw.seeding import stream
+
+
+GLOBAL = Global()
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,7 @@ class LowerBound:
     method: str
 
 
-def gradient_norms(model: nn.Module, points: torch.Tensor, domain: Domain = Domain()) -> torch.Tensor:
+def gradient_norms(model: nn.Module, points: torch.Tensor, domain: Domain = GLOBAL) -> torch.Tensor:
     """||grad f(x)|| (tangential on a sphere domain) at each row of ``points``; autograd, no smoothing."""
     x = points.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(model(x).sum(), x)
@@ -38,32 +43,21 @@ def gradient_norms(model: nn.Module, points: torch.Tensor, domain: Domain = Doma
 
 
 def smoothed(model: nn.Module, beta: float) -> nn.Module:
-    """A copy of ``model`` with every ReLU replaced by softplus(beta t)/beta (a smooth surrogate)."""
+    """A copy of ``model`` with every piecewise-linear activation replaced by its smooth surrogate
+    (softplus(beta t) / beta for a ReLU)."""
     clone = copy.deepcopy(model)
     for name, module in clone.named_children():
-        if isinstance(module, nn.ReLU):
-            setattr(clone, name, nn.Softplus(beta=beta))
-        elif isinstance(module, nn.LeakyReLU):
-            slope = module.negative_slope
-            soft = nn.Softplus(beta=beta)
-            setattr(clone, name, _Lambda(lambda t, s=slope, f=soft: s * t + (1 - s) * f(t)))
+        act = activation_of(module)
+        if act is not None and act.piecewise_linear:
+            setattr(clone, name, act.smoothed(beta))
     return clone
-
-
-class _Lambda(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, t):
-        return self.fn(t)
 
 
 def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: int, rng: np.random.Generator,
                 count: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Starting points by provenance: data, jittered data, segments between data, random domain points."""
     groups: dict[str, np.ndarray] = {}
-    scale = 1.0 if domain.kind == "global" else domain.bounding_ball(d)[1]
+    scale = domain.search_scale(d)
     if X is not None and len(X):
         n = len(X)
         groups["data"] = X
@@ -77,11 +71,7 @@ def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: i
             j = np.where(differ, j, rng.integers(n, size=count))
         t = rng.uniform(size=(count, 1))
         groups["between-data"] = t * X[i] + (1 - t) * X[j]
-    random = rng.standard_normal((count, d)) / np.sqrt(d)
-    if domain.kind == "ball" or domain.kind == "local" or domain.kind == "sphere":
-        c, r = domain.bounding_ball(d)
-        random = c + r * random * rng.uniform(size=(count, 1)) ** (1.0 / d) / np.linalg.norm(random, axis=1, keepdims=True)
-    groups["random"] = random
+    groups["random"] = domain.random_points(rng, count, d)
     return {name: domain.project(torch.as_tensor(v, dtype=dtype)) for name, v in groups.items()}
 
 
@@ -115,13 +105,13 @@ def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 
     return best_points, best_norms
 
 
-def search_lower(model: nn.Module, domain: Domain = Domain(), X: np.ndarray | None = None,
+def search_lower(model: nn.Module, domain: Domain = GLOBAL, X: np.ndarray | None = None,
                  y: np.ndarray | None = None, seed: int = 0, count: int = 512, ascent_starts: int = 32,
                  ascent_steps: int = 100, deadline: float = math.inf) -> LowerBound:
     """The largest exact gradient norm found in the domain, with its point and the method that found it."""
     dtype = next(model.parameters()).dtype
     d = model[0].in_features if isinstance(model, nn.Sequential) else X.shape[1]
-    rng = np.random.default_rng([seed, 0x11B])
+    rng = stream(seed, "ascent")
     groups = _candidates(X, y, domain, d, rng, count, dtype)
     scored = {name: gradient_norms(model, pts, domain) for name, pts in groups.items()}
     # ascend from the best starting points of every provenance except pure random ones
@@ -138,32 +128,13 @@ def search_lower(model: nn.Module, domain: Domain = Domain(), X: np.ndarray | No
     return LowerBound(value=value, witness=witness, method=f"search:{method}")
 
 
-def mean_gradient_norm(model: nn.Module, points: np.ndarray, domain: Domain = Domain()) -> float:
+def mean_gradient_norm(model: nn.Module, points: np.ndarray, domain: Domain = GLOBAL) -> float:
     """The average gradient norm over ``points``: a Sobolev-type quantity, *not* the Lipschitz constant."""
     dtype = next(model.parameters()).dtype
     return float(gradient_norms(model, torch.as_tensor(points, dtype=dtype), domain).mean())
 
 
 # ----------------------------------------------------------------------------- exact line walks
-
-
-def _segment(domain: Domain, x: np.ndarray, v: np.ndarray, span: float) -> tuple[float, float]:
-    """The parameter interval [t0, t1] of {x + t v} inside the domain (global: [-span, span])."""
-    if domain.kind == "global":
-        return -span, span
-    if domain.kind == "local":
-        centres = np.asarray(domain.points, dtype=float)
-        c = centres[np.argmin(np.linalg.norm(centres - x, axis=1))]
-    else:
-        c = np.zeros_like(x) if domain.center is None else np.asarray(domain.center, dtype=float)
-    # ||x - c + t v||^2 <= R^2
-    p = x - c
-    A, Bq, C = v @ v, 2 * p @ v, p @ p - domain.radius**2
-    disc = Bq * Bq - 4 * A * C
-    if A <= 0 or disc < 0:
-        return 0.0, 0.0
-    root = math.sqrt(disc)
-    return (-Bq - root) / (2 * A) * (1 - 1e-9), (-Bq + root) / (2 * A) * (1 - 1e-9)
 
 
 def _chords(domain: Domain, x: np.ndarray, directions, span: float):
@@ -174,7 +145,7 @@ def _chords(domain: Domain, x: np.ndarray, directions, span: float):
         if nv == 0:
             continue
         v = v / nv
-        t0, t1 = _segment(domain, x, v, span)
+        t0, t1 = domain.chord(x, v, span)
         if t1 > t0:
             yield v, t0, t1
 
@@ -274,12 +245,8 @@ def grid_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gener
             for v, t0, t1 in _chords(domain, x, [g] + [rng.standard_normal(net.d) for _ in range(directions - 1)], span):
                 ts = np.concatenate([np.linspace(t0, t1, samples), rng.uniform(t0, t1, samples // 4)])
                 pts = x + ts[:, None] * v
-                if domain.kind == "sphere":
-                    pts = domain.radius * pts / np.linalg.norm(pts, axis=1, keepdims=True)
-                G = net.gradients(pts)
-                if domain.kind == "sphere":
-                    U = pts / np.linalg.norm(pts, axis=1, keepdims=True)
-                    G = G - np.sum(G * U, axis=1, keepdims=True) * U
+                pts = domain.on_domain(pts)
+                G = domain.tangential_np(pts, net.gradients(pts))
                 norms = np.linalg.norm(G, axis=1)
                 i = int(np.argmax(norms))
                 if norms[i] > value * (1 + 1e-12):
@@ -361,11 +328,8 @@ def region_walk(net: Net, domain: Domain, starts: np.ndarray, rng: np.random.Gen
 
 def witness_norm(net: Net, x: np.ndarray, domain: Domain) -> float:
     """The gradient norm at ``x`` that a lower bound claims (tangential on a sphere), in float64."""
-    g = net.gradients(np.asarray(x, dtype=float)[None])[0]
-    if domain.kind == "sphere":
-        u = x / max(np.linalg.norm(x), 1e-300)
-        g = g - (g @ u) * u
-    return float(np.linalg.norm(g))
+    x = np.asarray(x, dtype=float)
+    return float(np.linalg.norm(domain.tangential_np(x, net.gradients(x[None])[0])))
 
 
 def _ball_of(domain: Domain, d: int) -> tuple[np.ndarray, float]:
@@ -394,14 +358,12 @@ def walk_regions(net: Net, domain: Domain, X: np.ndarray | None, best: list[np.n
     found, rounds = [], 0
     while True:
         rand = rng.standard_normal((8, net.d))
-        radii = R * rng.uniform(size=(8, 1)) * (rng.choice([1.0, 3.0, 10.0], size=(8, 1))
-                                               if domain.kind == "global" else 1.0)
+        radii = domain.start_radii(rng, R, 8)
         starts = _projected(domain, starts + list(c + radii * rand / np.linalg.norm(rand, axis=1, keepdims=True)))
         _, x = line_walk(net, domain, starts, rng, deadline=walk_end)
         found.append((x, "search:line-walk"))
-        if domain.kind == "global":
-            inner = Domain("ball", float(R * rng.choice([1.0, 3.0])))
-            _, x = line_walk(net, inner, _projected(inner, starts), rng, deadline=walk_end)
+        for outer in domain.outer_balls(rng, R):
+            _, x = line_walk(net, outer, _projected(outer, starts), rng, deadline=walk_end)
             found.append((x, "search:line-walk"))
         rounds += 1
         if time.perf_counter() > walk_end or rounds >= max_rounds:
@@ -418,7 +380,7 @@ def walk_grids(net: Net, domain: Domain, best: list[np.ndarray], rng: np.random.
     radii R, 3R and 10R: far regions count there), until 40% of the time left (at most 10 s) is
     spent, or ``max_rounds`` rounds without a deadline."""
     c, R = _ball_of(domain, net.d)
-    exact = net.piecewise_linear and domain.kind != "sphere"
+    exact = net.piecewise_linear and domain.solid
     walker, method = (region_walk, "search:region-walk") if exact else (grid_walk, "search:grid-walk")
     walk_end = time.perf_counter() + min(0.4 * (deadline - time.perf_counter()), 10.0) if math.isfinite(deadline) else math.inf
     found = []
@@ -427,8 +389,7 @@ def walk_grids(net: Net, domain: Domain, best: list[np.ndarray], rng: np.random.
         if time.perf_counter() > walk_end:
             break
         rand = rng.standard_normal((6, net.d))
-        radii = R * rng.uniform(size=(6, 1)) * (rng.choice([1.0, 3.0, 10.0], size=(6, 1))
-                                               if domain.kind == "global" else 1.0)
+        radii = domain.start_radii(rng, R, 6)
         starts = [best_x] + list(c + radii * rand / np.linalg.norm(rand, axis=1, keepdims=True))
         _, x = walker(net, domain, _projected(domain, starts), rng, deadline=walk_end)
         if x is not None:

@@ -20,100 +20,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustlaw.activations import ACTIVATIONS, RELU, Activation, Identity, PiecewiseLinear, ReLU, activation_of
 from robustlaw.errors import RobustlawError
-from robustlaw.models import Network, Power
+from robustlaw.models import Network
 
-
-@dataclass(frozen=True)
-class Activation:
-    """An elementwise activation: ``relu``, ``leaky`` (slope ``param`` below 0), ``tanh``,
-    ``softplus`` (``param`` = beta), ``sigmoid``, ``power`` (``param`` = q) or ``identity``."""
-
-    kind: str
-    param: float = 0.0
-
-    @property
-    def piecewise_linear(self) -> bool:
-        return self.kind in ("relu", "leaky", "identity")
-
-    @property
-    def low_slope(self) -> float:
-        """The slope on the negative side of a piecewise-linear activation."""
-        return {"relu": 0.0, "leaky": self.param, "identity": 1.0}[self.kind]
-
-    def __call__(self, t: np.ndarray) -> np.ndarray:
-        k, p = self.kind, self.param
-        if k == "relu":
-            return np.maximum(t, 0.0)
-        if k == "leaky":
-            return np.where(t > 0, t, p * t)
-        if k == "tanh":
-            return np.tanh(t)
-        if k == "softplus":
-            return np.logaddexp(0.0, p * t) / p
-        if k == "sigmoid":
-            return 0.5 * (1 + np.tanh(t / 2))
-        if k == "power":
-            return t ** int(p)
-        return t
-
-    def slope(self, t: np.ndarray) -> np.ndarray:
-        """The derivative (the right derivative at ReLU kinks: slope 1 at t > 0, low slope at t <= 0)."""
-        k, p = self.kind, self.param
-        if k in ("relu", "leaky"):
-            return np.where(t > 0, 1.0, self.low_slope)
-        if k == "tanh":
-            return 1 - np.tanh(t) ** 2
-        if k == "softplus":
-            return 0.5 * (1 + np.tanh(p * t / 2))
-        if k == "sigmoid":
-            s = 0.5 * (1 + np.tanh(t / 2))
-            return s * (1 - s)
-        if k == "power":
-            q = int(p)
-            return q * t ** (q - 1)
-        return np.ones_like(t)
-
-    def slope_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Elementwise bounds on the slope over pre-activations in [lo, hi] (lo may be -inf, hi +inf)."""
-        k = self.kind
-        if k in ("relu", "leaky"):
-            s = self.low_slope
-            return np.where(lo >= 0, 1.0, s), np.where(hi > 0, 1.0, s)
-        if k == "tanh":
-            nearest = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
-            farthest = np.maximum(np.abs(lo), np.abs(hi))
-            return 1 - np.tanh(farthest) ** 2, 1 - np.tanh(nearest) ** 2
-        if k == "softplus":  # increasing slope
-            return self.slope(lo), self.slope(hi)
-        if k == "sigmoid":
-            nearest = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
-            farthest = np.maximum(np.abs(lo), np.abs(hi))
-            return self.slope(farthest), self.slope(nearest)
-        if k == "power":
-            if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
-                inf = np.full(np.shape(lo), np.inf)
-                return -inf, inf
-            grid = np.stack([lo, hi, np.clip(0.0, lo, hi)])
-            values = self.slope(grid)
-            return values.min(axis=0), values.max(axis=0)
-        one = np.ones(np.shape(lo))
-        return one, one
-
-    def value_range(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Elementwise output range over [lo, hi] (monotone activations, and even or odd powers)."""
-        if self.kind == "power":
-            grid = np.stack([lo, hi, np.clip(0.0, lo, hi)]) ** int(self.param)
-            return grid.min(axis=0), grid.max(axis=0)
-        with np.errstate(invalid="ignore", over="ignore"):
-            return self(lo), self(hi)
-
-    def describe(self) -> str:
-        return {"leaky": f"leaky_relu({self.param:g})", "softplus": f"softplus(beta={self.param:g})",
-                "power": f"power({int(self.param)})"}.get(self.kind, self.kind)
-
-
-RELU = Activation("relu")
+__all__ = ["RELU", "Activation", "Net", "as_net", "from_torch", "load_npz"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +59,7 @@ class Net:
 
     @property
     def is_two_layer_pwl(self) -> bool:
-        return self.depth == 2 and self.acts[0].kind in ("relu", "leaky")
+        return self.depth == 2 and isinstance(self.acts[0], PiecewiseLinear)
 
     def describe(self) -> str:
         acts = sorted({a.describe() for a in self.acts}) or ["linear"]
@@ -188,42 +99,17 @@ class Net:
                 layer.bias.copy_(torch.as_tensor(b))
             modules.append(layer)
             if i < len(self.acts):
-                modules.append(_torch_activation(self.acts[i]))
+                modules.append(self.acts[i].to_torch())
         return Network(*modules)
 
     def save_npz(self, path: str | Path) -> None:
         """Write the interchange format (ReLU networks only): W1, b1, ..., WL, bL."""
-        if any(a.kind != "relu" for a in self.acts):
+        if not all(isinstance(a, ReLU) for a in self.acts):
             raise RobustlawError("the .npz interchange format holds ReLU networks only")
         arrays = {}
         for i, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
             arrays[f"W{i}"], arrays[f"b{i}"] = W, b
         np.savez(path, **arrays)
-
-
-def _torch_activation(act: Activation) -> nn.Module:
-    return {"relu": lambda: nn.ReLU(), "leaky": lambda: nn.LeakyReLU(act.param), "tanh": lambda: nn.Tanh(),
-            "softplus": lambda: nn.Softplus(beta=act.param), "sigmoid": lambda: nn.Sigmoid(),
-            "power": lambda: Power(int(act.param)), "identity": lambda: nn.Identity()}[act.kind]()
-
-
-def _activation_of(module: nn.Module) -> Activation | None:
-    if isinstance(module, nn.ReLU):
-        return RELU
-    if isinstance(module, nn.LeakyReLU):
-        return Activation("leaky", float(module.negative_slope))
-    if isinstance(module, nn.Tanh):
-        return Activation("tanh")
-    if isinstance(module, nn.Softplus):
-        # torch switches to the identity above threshold / beta; the slope stays in [0, 1] either way
-        return Activation("softplus", float(module.beta))
-    if isinstance(module, nn.Sigmoid):
-        return Activation("sigmoid")
-    if isinstance(module, Power):
-        return Activation("power", float(module.q))
-    if isinstance(module, (nn.Identity, nn.Flatten, nn.Dropout)):
-        return Activation("identity")
-    return None
 
 
 def _flatten(model: nn.Module) -> list[nn.Module]:
@@ -261,11 +147,11 @@ def from_torch(model: nn.Module) -> Net:
                 biases.append(b)
             pending = True
             continue
-        act = _activation_of(module)
+        act = activation_of(module)
         if act is None:
             raise RobustlawError(f"unsupported layer {type(module).__name__}: expected Linear layers and "
-                                 "elementwise activations (ReLU, LeakyReLU, Tanh, Softplus, Sigmoid, Power)")
-        if act.kind == "identity":
+                                 f"elementwise activations ({', '.join(ACTIVATIONS)})")
+        if isinstance(act, Identity):
             continue
         if not weights or not pending:
             raise RobustlawError(f"an activation ({type(module).__name__}) must follow a Linear layer")

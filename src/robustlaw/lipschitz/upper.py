@@ -15,7 +15,8 @@ contains each neuron's slope on the domain:
 - ``lipsdp``: deep nets, LipSDP-Neuron's bound for multipliers tuned by L-BFGS (no SDP solver),
   certified the same way, with stable neurons substituted out; ``spectral+shor-tail`` (spectral head
   times Shor on the last two layers) where LipSDP fails.
-On a local domain (balls around points) the bound is also taken ball by ball (``per-ball ...``).
+Each is registered as a Lipschitz method in :mod:`.methods`, which also takes them ball by ball on a
+local domain (``per-ball ...``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,7 @@ import scipy.linalg
 from scipy.optimize import minimize
 
 from robustlaw.lipschitz.domain import Domain
-from robustlaw.lipschitz.network import Net, as_net
-
-
-@dataclass(frozen=True)
-class UpperBound:
-    value: float
-    method: str
-    # local domains: the balls in decreasing order of their own bound, where a lower-bound search should look
-    steepest: tuple = ()
+from robustlaw.lipschitz.network import Net
 
 
 def preactivation_bounds(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -60,24 +53,11 @@ def preactivation_bounds(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.
         mid, rad = (olo + ohi) / 2, (ohi - olo) / 2
         lo, hi = W @ mid + b - np.abs(W) @ rad, W @ mid + b + np.abs(W) @ rad
         if linear:
-            relax.append(_linear_relaxation(net.acts[i - 1], *out[-1]))
+            relax.append(net.acts[i - 1].relaxation(*out[-1]))
             lo = np.maximum(lo, -_backsubstituted_upper(net, i, -1.0, relax, c, r))
             hi = np.minimum(hi, _backsubstituted_upper(net, i, 1.0, relax, c, r))
         out.append((lo, hi))
     return out
-
-
-def _linear_relaxation(act, lo: np.ndarray, hi: np.ndarray):
-    """Per neuron, lines below and above a piecewise-linear activation on [lo, hi]: (slope, offset) pairs.
-    Above: the chord; below: the line through 0 with the larger of the two slopes' (the one closer to the
-    activation over the interval). Exact for stable neurons."""
-    s = act.low_slope
-    unstable = (lo < 0) & (hi > 0)
-    width = np.where(unstable, hi - lo, 1.0)
-    up_slope = np.where(unstable, (hi - s * lo) / width, np.where(hi <= 0, s, 1.0))
-    up_offset = np.where(unstable, hi - up_slope * hi, 0.0)
-    low_slope = np.where(unstable, np.where(hi >= -lo, 1.0, s), up_slope)
-    return (low_slope, np.zeros_like(lo)), (up_slope, up_offset)
 
 
 def _backsubstituted_upper(net: Net, layer: int, sign: float, relax, c: np.ndarray, r: float) -> np.ndarray:
@@ -432,7 +412,7 @@ def lipsdp_branch_bound(net: Net, boxes, deadline: float = math.inf, branches: i
     value, theta = _lipsdp(net, boxes, deadline, iters)
     last = len(boxes) - 1
     lo, hi = boxes[last]
-    if not (net.acts[last].kind in ("relu", "leaky") and math.isfinite(value)):
+    if not (net.acts[last].piecewise_linear and math.isfinite(value)):
         return value
     order = [j for j in np.argsort(-np.abs(net.weights[-1][0])) if hi[j] > lo[j]]
     leaves = [(value, theta, boxes, 0)]  # (bound, log-multipliers, boxes, neurons of ``order`` fixed)
@@ -451,65 +431,3 @@ def lipsdp_branch_bound(net: Net, boxes, deadline: float = math.inf, branches: i
             children.append((min(v, bound), th if th is not None else theta, child, depth + 1))
         leaves[worst:worst + 1] = children
     return max(leaf[0] for leaf in leaves)
-
-
-def upper_bound(model, domain: Domain = Domain(), deadline: float = math.inf, split: int = 0) -> UpperBound:
-    """The smallest of the sound bounds above for ``model`` on ``domain`` (a certificate). On a local domain
-    (balls around points) also the largest of the per-ball bounds: small balls fix most neurons."""
-    net = as_net(model)
-    per_ball = None
-    if domain.kind == "local":
-        # most of the time to the balls, the rest to the ball around them all
-        share = deadline if math.isinf(deadline) else time.perf_counter() + 0.7 * (deadline - time.perf_counter())
-        per_ball = _local_upper_bound(net, domain, share)
-    whole = _upper_bound_on(net, domain, deadline, split)
-    if per_ball is None:
-        return whole
-    return per_ball if per_ball.value < whole.value else UpperBound(whole.value, whole.method, per_ball.steepest)
-
-
-def _upper_bound_on(net: Net, domain: Domain, deadline: float, split: int, iters: int = 1000) -> UpperBound:
-    boxes = slope_boxes(net, domain)
-    candidates = {"spectral": spectral_bound(net, boxes)}
-    if net.depth == 2:
-        candidates["path"] = path_bound(net, boxes)
-        g0, D = all_pattern_parts(net, boxes)
-        if np.isfinite(D).all() and np.isfinite(g0).all():
-            candidates["shor"] = shor_bound(g0, D, deadline, split=split)
-    elif net.depth > 2 and time.perf_counter() < deadline:
-        candidates["lipsdp"] = lipsdp_branch_bound(net, boxes, deadline, branches=4 * split, iters=iters)
-        if not math.isfinite(candidates["lipsdp"]):  # the tail bound is the fallback: LipSDP relaxes less
-            candidates["spectral+shor-tail"] = tail_shor_bound(net, boxes, deadline, split)
-    candidates = {k: (v if not math.isnan(v) else math.inf) for k, v in candidates.items()}
-    method = min(candidates, key=candidates.get)
-    # floating-point slack: the bound is computed in float64 from float32/64 weights
-    return UpperBound(value=candidates[method] * (1 + 1e-9), method=method)
-
-
-def local_balls(net: Net, domain: Domain) -> tuple[list[Domain], np.ndarray]:
-    """The balls of a local domain and the spectral bound of each on its slope boxes: cheap, and a ranking
-    of the balls where the network can be steepest."""
-    balls = [Domain("ball", domain.radius, center=np.asarray(p, dtype=float)) for p in domain.points]
-    return balls, np.array([spectral_bound(net, slope_boxes(net, ball)) for ball in balls])
-
-
-def _local_upper_bound(net: Net, domain: Domain, deadline: float) -> UpperBound:
-    """max over the balls of a local domain of each ball's bound, refined in passes of growing effort: the
-    spectral bound of every ball, then the full bound with 30 and with 1000 LipSDP iterations (30 is within
-    ~0.5% at a sixth of the cost). Each pass takes the balls in decreasing order of their bound so far and
-    stops when the rest cannot matter (bound below the largest refined one) or at the deadline (their
-    previous bound stands). No neuron branching per ball: many balls, little gain each."""
-    balls, bounds = local_balls(net, domain)
-    methods = ["spectral"] * len(balls)
-    for iters in (30, 1000):
-        refined = 0.0
-        for i in np.argsort(-bounds):
-            if bounds[i] <= refined or time.perf_counter() > deadline:
-                break
-            up = _upper_bound_on(net, balls[i], deadline, split=0, iters=iters)
-            if up.value < bounds[i]:
-                bounds[i], methods[i] = up.value, up.method
-            refined = max(refined, bounds[i])
-    order = np.argsort(-bounds)
-    return UpperBound(value=float(bounds[order[0]]) * (1 + 1e-9), method=f"per-ball {methods[order[0]]}",
-                      steepest=tuple(balls[i] for i in order[:8]))

@@ -1,0 +1,234 @@
+"""Model families: the function classes a sweep can study, each a plug-in.
+
+A :class:`Family` owns its spec fields (its ``options`` dataclass), how a model is built for a run,
+how runs are fitted (trained in batches, or constructed from the data), which runs may share a batch,
+and its parameter count P and parametrisation constant J (BS21, arXiv:2105.12806, Lemma 3.1).
+:class:`ModelSpec` names a family in :data:`FAMILIES`; ``experiment`` never asks which one it is.
+A new family is one class registered in :data:`FAMILIES`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlaw.activations import ACTIVATIONS
+from robustlaw.constructions import CONSTRUCTIONS
+from robustlaw.data import Dataset
+from robustlaw.errors import require
+from robustlaw.fit import FitResult, FitSpec, fit_many, padded_width
+from robustlaw.models import mlp
+from robustlaw.registry import Registry, build_variant
+from robustlaw.theory import deep_net_J
+
+#: the most parameters a spec may ask for (8 bytes each, times a few copies while training)
+MAX_PARAMS = 10**8
+
+
+def _widths_ok(widths) -> bool:
+    return len(widths) >= 1 and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+
+
+@dataclass(frozen=True)
+class TwoLayerOptions:
+    """BLN20's width k (arXiv:2009.14444): f(x) = a . act(W x + b), P = k (d + 2)."""
+
+    width: int = 16
+
+    def __post_init__(self):
+        require(_widths_ok([self.width]), "model.width", f"must be an integer >= 1, got {self.width!r}")
+
+
+@dataclass(frozen=True)
+class MLPOptions:
+    """Hidden widths d -> widths[0] -> ... -> 1."""
+
+    widths: tuple[int, ...] = (16, 16)
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(self.widths))
+        require(_widths_ok(self.widths), "model.widths",
+                f"must be a non-empty list of integers >= 1, got {list(self.widths)!r}")
+
+
+@dataclass(frozen=True)
+class ConstructionOptions:
+    """One of robustlaw.constructions.CONSTRUCTIONS, built from the data; ``size`` is its size knob (the
+    number of caps k for compromise_caps, the projected dimension d' for projected_rbf, else unused)."""
+
+    construction: str = "rbf"
+    size: int = 16
+
+    def __post_init__(self):
+        CONSTRUCTIONS.get(self.construction)
+        require(_widths_ok([self.size]), "model.size", f"must be an integer >= 1, got {self.size!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which function class to fit: a ``family`` of :data:`FAMILIES` with its ``options`` (its defaults
+    if None), the ``activation`` of :data:`robustlaw.activations.ACTIVATIONS` and ``q`` (the power of
+    ``poly``, the degree of the tensor construction)."""
+
+    family: str = "two_layer"
+    activation: str = "relu"
+    q: int = 2
+    options: object = None
+
+    @classmethod
+    def of(cls, **fields) -> ModelSpec:
+        """A spec from flat fields, the family's own ones included (``ModelSpec.of(family=..., ...)``)."""
+        return build_variant(cls, "family", FAMILIES, fields)
+
+    def __post_init__(self):
+        family = FAMILIES.get(self.family)
+        if self.options is None:
+            object.__setattr__(self, "options", family.options())
+        require(isinstance(self.options, family.options), "model.family",
+                f"{self.family} takes {family.options.__name__}, got {type(self.options).__name__}")
+        ACTIVATIONS.get(self.activation)
+        require(isinstance(self.q, int) and not isinstance(self.q, bool) and self.q >= 1, "model.q",
+                f"must be an integer >= 1, got {self.q!r}")
+
+    @property
+    def kind(self) -> Family:
+        return FAMILIES.get(self.family)
+
+    @property
+    def hidden(self) -> list[int]:
+        """Hidden widths (empty for a construction, whose size depends on the data)."""
+        return self.kind.hidden(self)
+
+
+@runtime_checkable
+class Family(Protocol):
+    name: str
+    options: type
+
+    def hidden(self, spec: ModelSpec) -> list[int]: ...
+
+    def check(self, spec: ModelSpec, d: int) -> None: ...
+
+    def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module | None: ...
+
+    def batch_key(self, spec: ModelSpec) -> tuple: ...
+
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, models_spec: ModelSpec,
+            seeds: list[int]) -> tuple[list, list[FitResult]]: ...
+
+
+class TrainedFamily:
+    """Networks initialised from the seed and trained by :func:`robustlaw.fit.fit_many` in batches."""
+
+    options: ClassVar[type]
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        raise NotImplementedError
+
+    def check(self, spec: ModelSpec, d: int) -> None:
+        sizes = [d, *self.hidden(spec), 1]
+        params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+        require(params <= MAX_PARAMS, "model.width",
+                f"{params:.3g} parameters exceed the {MAX_PARAMS:.0e} a model may have here")
+
+    def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
+        return mlp(d, self.hidden(spec), activation=spec.activation, seed=seed, q=spec.q)
+
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_spec: ModelSpec,
+            seeds: list[int]) -> tuple[list, list[FitResult]]:
+        results = fit_many(models, [x.X for x in data], [x.y for x in data], spec, [x.sigma for x in data], seeds)
+        return models, results
+
+    def work(self, spec: ModelSpec, n: int, d: int) -> int:
+        """n times the padded parameter count: the size of one training step, for batching."""
+        sizes = [d, *(padded_width(w) for w in self.hidden(spec)), 1]
+        return n * sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+class TwoLayer(TrainedFamily):
+    name, options = "two_layer", TwoLayerOptions
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        return [spec.options.width]
+
+    def batch_key(self, spec: ModelSpec) -> tuple:
+        return ("two_layer",)  # any widths share a batch (zero-padded)
+
+
+class MLP(TrainedFamily):
+    name, options = "mlp", MLPOptions
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        return list(spec.options.widths)
+
+    def batch_key(self, spec: ModelSpec) -> tuple:
+        return ("mlp", spec.options.widths)
+
+
+class Construction:
+    """The papers' explicit interpolators, built from each run's data (robustlaw.constructions)."""
+
+    name, options = "construction", ConstructionOptions
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        return []
+
+    def check(self, spec: ModelSpec, d: int) -> None:
+        pass
+
+    def build(self, spec: ModelSpec, d: int, seed: int) -> None:
+        return None  # built from the data when fitted
+
+    def batch_key(self, spec: ModelSpec) -> tuple:
+        return ("construction", spec.options.construction)
+
+    def work(self, spec: ModelSpec, n: int, d: int) -> int:
+        return n * d
+
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_spec: ModelSpec,
+            seeds: list[int]) -> tuple[list, list[FitResult | BaseException]]:
+        """Build each construction on its data; a failed precondition fails that run only (its exception
+        stands in the place of its result)."""
+        built, results = [], []
+        for run_data, seed in zip(data, seeds):
+            try:
+                model, result = construct(model_spec, spec, run_data, seed)
+            except Exception as error:  # noqa: BLE001 -- returned, recorded by the caller
+                model, result = None, error
+            built.append(model)
+            results.append(result)
+        return built, results
+
+
+def construct(model_spec: ModelSpec, fit_spec: FitSpec, data: Dataset, seed: int) -> tuple[nn.Module, FitResult]:
+    """Build ``model_spec``'s construction on ``data`` and report its fit as a FitResult (mode "construction")."""
+    start = time.perf_counter()
+    options = model_spec.options
+    model = CONSTRUCTIONS.get(options.construction)(data.X, data.y, options.size, model_spec.q, seed)
+    with torch.no_grad():
+        err = model(torch.as_tensor(data.X, dtype=torch.float64)).numpy() - data.y
+    mse, max_err = float(np.mean(err**2)), float(np.abs(err).max())
+    reached = bool(fit_spec.goal.met(torch.tensor(max_err), torch.tensor(mse), torch.tensor(data.sigma)))
+    return model, FitResult(reached=reached, steps=0, train_mse=mse, train_max_err=max_err,
+                            seconds=time.perf_counter() - start, mode="construction")
+
+
+def parametrisation_constant(model: nn.Module, data: Dataset) -> tuple[float, float]:
+    """(W, J) of BS21 Theorem 3 for a fitted model: W the diameter of the box [-w, w]^P holding its
+    parameters (w = the largest |parameter|), J = R (w P)^D its parametrisation's Lipschitz constant
+    (Lemma 3.1, no weight sharing) with R the data radius and D the depth."""
+    P = model.param_count()
+    w_max = max(float(p.detach().abs().max()) for p in model.parameters())
+    J = deep_net_J(R=max(data.radius, 1e-12), W=max(w_max, 1e-12), P=P, depth=model.depth)
+    return 2 * w_max * np.sqrt(P), J
+
+
+FAMILIES: Registry[Family] = Registry("family", "model.family")
+for _family in (TwoLayer(), MLP(), Construction()):
+    FAMILIES.register(_family.name, _family)
+

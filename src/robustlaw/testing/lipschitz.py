@@ -1,0 +1,200 @@
+"""Conformance checks for Lipschitz methods: run them on your own method before you trust it.
+
+The analogue of scikit-learn's ``check_estimator``: a fixed, seeded family of networks and domains
+(:func:`cases`: two-layer and deep; ReLU, LeakyReLU with slopes below 0, in (0, 1) and above 1, tanh;
+degenerate nets with dead, duplicated and cancelling neurons; a trained interpolating net; on R^d, a
+ball, an off-centre ball, a sphere and local balls), and an independent search for steep points
+(random points of the domain, then random local refinement around the steepest, all by float64
+autograd: no code of robustlaw's own searches). A check fails with an ``AssertionError`` that names
+the case and the point.
+
+    from robustlaw.testing import check_upper_bound
+    check_upper_bound(lambda model, domain: my_bound(model, domain))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlaw.lipschitz.domain import Ball, Domain, Global, LocalBalls, Sphere
+from robustlaw.models import Network
+
+UpperFn = Callable[[nn.Module, Domain], float]
+LowerFn = Callable[[nn.Module, Domain], tuple[float, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One network on one domain; ``name`` says which (it appears in every failure message)."""
+
+    name: str
+    model: Network
+    domain: Domain
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _net(d: int, widths: list[int], act: Callable[[], nn.Module], seed: int, bias: float = 0.5) -> Network:
+    """A float64 network d -> widths -> 1 with N(0, 1/fan_in) weights and N(0, bias^2) biases."""
+    generator = torch.Generator().manual_seed(seed)
+    sizes, layers = [d, *widths, 1], []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layer = nn.Linear(a, b, dtype=torch.float64)
+        with torch.no_grad():
+            layer.weight.normal_(0.0, 1 / math.sqrt(a), generator=generator)
+            layer.bias.normal_(0.0, bias, generator=generator)
+        layers += [layer] + ([act()] if i < len(widths) else [])
+    return Network(*layers)
+
+
+def _degenerate(seed: int) -> Network:
+    """A two-layer ReLU net with a dead neuron, a duplicated neuron, and a neuron copied with its output
+    weight negated (the pair cancels)."""
+    net = _net(3, [6], nn.ReLU, seed)
+    with torch.no_grad():
+        W, b, a = net[0].weight, net[0].bias, net[2].weight
+        W[0], b[0] = 0.0, -1.0  # dead
+        W[1], b[1], a[0, 1] = W[2], b[2], a[0, 2]  # duplicate of neuron 2
+        W[3], b[3], a[0, 3] = W[4], b[4], -a[0, 4]  # cancels neuron 4
+    return net
+
+
+def _trained(seed: int) -> Network:
+    """A two-layer ReLU net fitted to random signs on the sphere (n = 24, d = 4), float64."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((24, 4))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = torch.as_tensor(rng.choice([-1.0, 1.0], size=24))
+    net, Xt = _net(4, [24], nn.ReLU, seed, bias=0.1), torch.as_tensor(X)
+    optimiser = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(400):
+        optimiser.zero_grad()
+        loss = (net(Xt).squeeze(-1) - y).pow(2).mean()
+        loss.backward()
+        optimiser.step()
+    return net
+
+
+def cases() -> list[Case]:
+    """The fixed family every check runs over (built fresh on each call; a few seconds)."""
+    rng = np.random.default_rng(2021)
+    local = LocalBalls(0.3, rng.standard_normal((3, 3)))
+    shifted = Ball(0.5, center=np.array([0.4, -0.3, 0.2]))
+    nets = {
+        "relu 3-8-1": (_net(3, [8], nn.ReLU, 1), [Global(), Ball(1.0), Sphere(1.0), local]),
+        "relu 3-12-10-1": (_net(3, [12, 10], nn.ReLU, 2), [Global(), shifted, local]),
+        "leaky(0.1) 3-10-1": (_net(3, [10], lambda: nn.LeakyReLU(0.1), 3), [Global(), Ball(2.0)]),
+        "leaky(3.0) 3-16-16-1": (_net(3, [16, 16], lambda: nn.LeakyReLU(3.0), 4), [Global(), Ball(1.0)]),
+        "leaky(3.0) 3-10-1": (_net(3, [10], lambda: nn.LeakyReLU(3.0), 5), [Global(), Sphere(1.0)]),
+        "leaky(-0.5) 3-8-8-1": (_net(3, [8, 8], lambda: nn.LeakyReLU(-0.5), 6), [Global(), shifted]),
+        "tanh 3-10-10-1": (_net(3, [10, 10], nn.Tanh, 7, bias=1.0), [Global(), Ball(1.0), Sphere(1.0)]),
+        "degenerate relu 3-6-1": (_degenerate(8), [Global(), Ball(1.0)]),
+        "trained relu 4-24-1": (_trained(9), [Ball(1.0), Sphere(1.0)]),
+    }
+    return [Case(f"{name} on {domain.describe()}", model, domain) for name, (model, domains) in nets.items()
+            for domain in domains]
+
+
+def _grad_norms(model: nn.Module, domain: Domain, points: np.ndarray) -> np.ndarray:
+    x = torch.as_tensor(points, dtype=torch.float64).requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x).sum(), x)
+    return domain.tangential(x.detach(), g).norm(dim=-1).numpy()
+
+
+def steepest_found(case: Case, samples: int = 20_000, rounds: int = 4, seed: int = 0) -> tuple[float, np.ndarray]:
+    """The largest gradient norm an independent search finds in the case's domain, and its point."""
+    rng = np.random.default_rng(seed)
+    d = case.model.input_dim
+    points = case.domain.sample(rng, samples, d)
+    norms = _grad_norms(case.model, case.domain, points)
+    scale = 1.0 if case.domain.bounding_ball(d) is None else case.domain.bounding_ball(d)[1]
+    for step in 0.3 * scale * 0.3 ** np.arange(rounds):
+        top = points[np.argsort(-norms)[:32]]
+        moved = np.repeat(top, 64, axis=0) + step * rng.standard_normal((len(top) * 64, d))
+        moved = case.domain.project(torch.as_tensor(moved)).numpy()
+        points, norms = np.vstack([points, moved]), np.concatenate([norms, _grad_norms(case.model, case.domain, moved)])
+    i = int(np.argmax(norms))
+    return float(norms[i]), points[i]
+
+
+def check_upper_bound(fn: UpperFn, family: list[Case] | None = None) -> None:
+    """``fn(model, domain) -> float`` must be >= every gradient norm the independent search finds on every
+    case (up to 1e-9 relative). Raises AssertionError naming the case and the point otherwise."""
+    for case in family or cases():
+        bound = float(fn(case.model, case.domain))
+        found, point = steepest_found(case)
+        if not found <= bound * (1 + 1e-9) + 1e-12:
+            raise AssertionError(f"unsound upper bound on {case.name}: returned {bound:.10g}, but the gradient norm "
+                                 f"at x = {np.array2string(point, precision=6)} is {found:.10g}")
+
+
+def check_lower_bound(fn: LowerFn, family: list[Case] | None = None) -> None:
+    """``fn(model, domain) -> (value, witness)``: the witness lies in the domain and the gradient norm there
+    (float64 autograd, tangential on a sphere) reproduces the value to 1e-7 relative."""
+    for case in family or cases():
+        value, witness = fn(case.model, case.domain)
+        witness = np.asarray(witness, dtype=float)
+        if not case.domain.contains(witness):
+            raise AssertionError(f"lower bound on {case.name}: witness {witness} lies outside the domain")
+        there = float(_grad_norms(case.model, case.domain, witness[None])[0])
+        if abs(there - value) > 1e-7 * max(abs(value), 1e-12):
+            raise AssertionError(f"lower bound on {case.name}: claims {value:.10g}, but the gradient norm at its "
+                                 f"witness {np.array2string(witness, precision=6)} is {there:.10g}")
+
+
+def check_deterministic(fn: Callable[[nn.Module, Domain], object], family: list[Case] | None = None) -> None:
+    """``fn`` gives the same answer twice on every case (no time limit, same seed)."""
+    for case in family or cases():
+        first, second = fn(case.model, case.domain), fn(case.model, case.domain)
+        if not _same(first, second):
+            raise AssertionError(f"not deterministic on {case.name}: {first!r} then {second!r}")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+
+def check_method(name: str, family: list[Case] | None = None) -> None:
+    """The registered Lipschitz method ``name``, alone, on every case it applies to: its upper bounds pass
+    :func:`check_upper_bound`, its lower bounds :func:`check_lower_bound`."""
+    from robustlaw.lipschitz import METHODS, certify
+
+    side = METHODS.get(name).side
+    applicable = [c for c in family or cases() if _applies(name, c)]
+    if side in ("upper", "exact"):
+        check_upper_bound(lambda m, dom: certify(m, dom, time_limit=None, methods=[name]).upper, applicable)
+    if side in ("lower", "exact"):
+        def lower(m, dom):
+            b = certify(m, dom, X=_data_for(m, dom), time_limit=None, methods=[name])
+            return b.lower, b.witness
+        check_lower_bound(lower, [c for c in applicable if _finds_points(name, c)])
+
+
+def _applies(name: str, case: Case) -> bool:
+    from robustlaw.lipschitz import METHODS
+    from robustlaw.lipschitz.methods import Problem
+    from robustlaw.lipschitz.network import as_net
+
+    problem = Problem(case.model, as_net(case.model), case.domain, None, None, 0, np.random.default_rng(0))
+    return METHODS.get(name).applies(problem)
+
+
+def _data_for(model: Network, domain: Domain) -> np.ndarray:
+    return domain.sample(np.random.default_rng(1), 16, model.input_dim)
+
+
+def _finds_points(name: str, case: Case) -> bool:
+    """Whether the method, alone, returns a witness (the exact solver gives none on a sphere)."""
+    from robustlaw.lipschitz import certify
+
+    return certify(case.model, case.domain, X=_data_for(case.model, case.domain), time_limit=None,
+                   methods=[name]).lower_method != "none"
