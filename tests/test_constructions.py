@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from robustlaw import constructions as C
-from robustlaw.data import DataSpec, sphere
+from robustlaw.data import DataSpec, lip_floor, sphere
 from robustlaw.errors import RobustlawError
 from robustlaw.experiment import CertifySpec, RunSpec
 from robustlaw.experiment import run as run_spec
-from robustlaw.lipschitz import Ball, Global, certify
+from robustlaw.families import ModelSpec
+from robustlaw.lipschitz import Ball, Global, certify, upper_bound
+from robustlaw.lipschitz.certificates import active_count_bound, overlap_bound
 from robustlaw.lipschitz.lower import gradient_norms, search_lower
-from robustlaw.models import ModelSpec, Network
+from robustlaw.models import Network
 from robustlaw.theory import law_scale
 
 torch.set_num_threads(1)
@@ -34,7 +36,7 @@ def predictions(model, X):
 
 def bracket(model, domain, X, y):
     """(certified upper, search lower) with the lower bound's point checked to be in the domain."""
-    upper, _ = model.lipschitz_upper_bound(domain)
+    upper = upper_bound(model, domain).value
     low = search_lower(model, domain, X, y, seed=0, count=128, ascent_starts=8, ascent_steps=20)
     assert domain.contains(low.witness)
     return upper, low.value
@@ -45,7 +47,7 @@ def check_common(model, X, y, domain, tol=1e-9):
     assert np.abs(predictions(model, X) - y).max() <= tol
     upper, lower = bracket(model, domain, X, y)
     assert lower <= upper
-    assert lower >= C.mcshane_constant(X, y) * (1 - 1e-9)  # the domain is convex and holds the data
+    assert lower >= lip_floor(X, y) * (1 - 1e-9)  # the domain is convex and holds the data
     return upper, lower
 
 
@@ -68,7 +70,7 @@ def test_caps_are_one_over_offset_lipschitz_on_the_unit_ball():
     upper, lower = check_common(net, X, y, BALL)
     assert upper == pytest.approx(10.0, rel=1e-6)  # BLN20 3.2: max|y| / offset
     assert lower == pytest.approx(10.0, rel=1e-6)  # attained at every data point
-    assert net.lipschitz_upper_bound(BALL)[1] == "cap-overlap"
+    assert upper_bound(net, BALL).method == "cap-overlap"
 
 
 def test_caps_refuse_overlapping_caps_and_off_sphere_data():
@@ -116,7 +118,7 @@ def test_tensor_interpolation_quadratic():
     assert float(gradient_norms(net, torch.as_tensor(top[None, :]), BALL)[0]) == pytest.approx(exact, rel=1e-9)
     coef = np.linalg.solve((X @ X.T) ** 2, y)
     assert upper <= 2 * np.abs(coef).max() * np.linalg.norm(X, 2) ** 2 * (1 + 1e-9)
-    assert net.lipschitz_upper_bound(GLOBAL)[0] == math.inf  # a polynomial is not Lipschitz on R^d
+    assert upper_bound(net, GLOBAL).value == math.inf  # a polynomial is not Lipschitz on R^d
 
 
 def test_tensor_cubic_ridge_and_singular_kernel():
@@ -126,7 +128,7 @@ def test_tensor_cubic_ridge_and_singular_kernel():
     approx = C.tensor(X, y, q=3, ridge=0.5)
     err = np.abs(predictions(approx, X) - y).max()
     assert 0 < err < 1
-    assert approx.lipschitz_upper_bound(BALL)[0] < cubic.lipschitz_upper_bound(BALL)[0]
+    assert upper_bound(approx, BALL).value < upper_bound(cubic, BALL).value
     with pytest.raises(RobustlawError, match="invertible"):
         C.tensor(*signs_on_sphere(40, 4), q=2)  # 40 points > 10 quadratic forms in d = 4
 
@@ -145,8 +147,8 @@ def test_baum_fits_with_few_neurons_but_is_not_robust(real_labels):
         offsets = np.linspace(-2 * delta, 2 * delta, 20001)[:, None]
         steepest = float(gradient_norms(net, torch.as_tensor(X[10 * g] + offsets * normal)).max())
         assert steepest >= 0.9 / width
-    assert lower <= net.lipschitz_upper_bound(BALL)[0]
-    assert steepest > 10 * C.mcshane_constant(X, y)  # fits, but far above the floor: not robust
+    assert lower <= upper_bound(net, BALL).value
+    assert steepest > 10 * lip_floor(X, y)  # fits, but far above the floor: not robust
     X[15] = X[0]  # a point of the first group on the second group's hyperplane
     with pytest.raises(RobustlawError, match="general position"):
         C.baum(X, y)
@@ -184,7 +186,7 @@ def test_mcshane_attains_the_floor():
     X, y = signs_on_sphere(40, 20, seed=8)
     y = y + 0.3 * np.random.default_rng(0).standard_normal(40)
     model = C.mcshane(X, y)
-    floor = C.mcshane_constant(X, y)
+    floor = lip_floor(X, y)
     upper, lower = check_common(model, X, y, GLOBAL, tol=0.0)
     assert upper == pytest.approx(floor, rel=1e-6) and lower == pytest.approx(floor, rel=1e-6)
     X[1] = X[0]
@@ -196,19 +198,19 @@ def test_overlap_bound_hand_cases():
     a = np.array([2.0, 3.0])
     far = np.array([[1.0, 0.0], [-1.0, 0.0]]) * 10
     b = np.array([-9.0, -9.0])  # caps {x1 > 0.9} and {x1 < -0.9}: disjoint in the unit ball
-    assert C.overlap_bound(far, b, a, BALL) == pytest.approx(30.0)
+    assert overlap_bound(far, b, a, BALL) == pytest.approx(30.0)
     near = np.array([[1.0, 0.0], [0.9, np.sqrt(1 - 0.81)]]) * 10  # both contain the point (1, 0.2)/norm
-    assert C.overlap_bound(near, b, a, BALL) == pytest.approx(50.0)
-    assert C.overlap_bound(far, b, a, GLOBAL) == pytest.approx(50.0)  # the path norm on R^d
+    assert overlap_bound(near, b, a, BALL) == pytest.approx(50.0)
+    assert overlap_bound(far, b, a, GLOBAL) == pytest.approx(50.0)  # the path norm on R^d
 
 
 def test_active_count_bound_hand_cases():
     W, a = np.array([[10.0, 0.0], [0.0, 10.0]]), np.ones(2)
     # caps {x1 > 0.9}, {x2 > 0.9}: never both active in the unit ball (count 100 / 81 -> 1)
-    assert C.active_count_bound(W, np.full(2, -9.0), a, BALL) == pytest.approx(10.0)
+    assert active_count_bound(W, np.full(2, -9.0), a, BALL) == pytest.approx(10.0)
     # caps {x1 > 0.5}, {x2 > 0.5}: both active at (0.7, 0.7), gradient (10, 10)
-    assert C.active_count_bound(W, np.full(2, -5.0), a, BALL) == pytest.approx(math.sqrt(200))
-    assert C.active_count_bound(W, np.full(2, -5.0), a, GLOBAL) == math.inf
+    assert active_count_bound(W, np.full(2, -5.0), a, BALL) == pytest.approx(math.sqrt(200))
+    assert active_count_bound(W, np.full(2, -5.0), a, GLOBAL) == math.inf
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -221,9 +223,9 @@ def test_cap_certificates_are_sound_on_random_nets(seed):
     x = rng.standard_normal((40000, 3))
     x *= rng.uniform(size=(40000, 1)) ** (1 / 3) / np.linalg.norm(x, axis=1, keepdims=True)  # uniform in the ball
     found = float(gradient_norms(net, torch.as_tensor(x)).max())
-    for bound in (C.overlap_bound, C.active_count_bound):
+    for bound in (overlap_bound, active_count_bound):
         assert found <= bound(W, b, a, BALL) * (1 + 1e-9)
-    assert found <= net.lipschitz_upper_bound(BALL)[0]
+    assert found <= upper_bound(net, BALL).value
 
 
 def test_certify_uses_the_construction_certificate():
@@ -234,12 +236,12 @@ def test_certify_uses_the_construction_certificate():
 
 def test_constructions_as_sweep_points():
     data = DataSpec(distribution="sphere", n=30, d=40)
-    ok = run_spec(RunSpec(data=data, model=ModelSpec(family="construction", construction="rbf"),
-                          certify=CertifySpec(search_points=64)))
+    ok = run_spec(RunSpec(data=data, model=ModelSpec.of(family="construction", construction="rbf"),
+                          certify=CertifySpec()))
     assert ok["status"] == "ok" and ok["mode"] == "construction" and ok["reached"]
     assert ok["P"] == 30 * 41 and ok["lip_lower"] <= ok["lip_upper"]
     failed = run_spec(RunSpec(data=DataSpec(distribution="sphere", n=30, d=3),
-                              model=ModelSpec(family="construction", construction="caps")))
+                              model=ModelSpec.of(family="construction", construction="caps")))
     assert failed["status"] == "error" and "caps overlap" in failed["error"]
     with pytest.raises(RobustlawError):
         ModelSpec(family="construction")

@@ -7,10 +7,10 @@ import torch
 from robustlaw.data import DataSpec
 from robustlaw.experiment import CertifySpec, RunSpec, run
 from robustlaw.fit import FitSpec
-from robustlaw.models import ModelSpec
+from robustlaw.families import ModelSpec
 from robustlaw.theory import law_scale
 
-SMALL = RunSpec(data=DataSpec(n=40, d=6), model=ModelSpec(width=24), fit=FitSpec(max_steps=1500), seed=1)
+SMALL = RunSpec(data=DataSpec(n=40, d=6), model=ModelSpec.of(width=24), fit=FitSpec(max_steps=1500), seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from robustlaw.errors import SpecError
-from robustlaw.models import ModelSpec, Power, mlp, two_layer
+from robustlaw.families import ModelSpec
+from robustlaw.models import Power, mlp, two_layer
 
 
 @pytest.mark.parametrize("d, k", [(1, 1), (20, 16), (784, 3)])
@@ -53,5 +54,5 @@ def test_initialisation_is_seeded():
 ])
 def test_bad_model_specs_name_their_field(kwargs, field):
     with pytest.raises(SpecError) as info:
-        ModelSpec(**kwargs)
+        ModelSpec.of(**kwargs)
     assert info.value.field == field

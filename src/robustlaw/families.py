@@ -61,7 +61,7 @@ class ConstructionOptions:
     """One of robustlaw.constructions.CONSTRUCTIONS, built from the data; ``size`` is its size knob (the
     number of caps k for compromise_caps, the projected dimension d' for projected_rbf, else unused)."""
 
-    construction: str = "rbf"
+    construction: str = ""
     size: int = 16
 
     def __post_init__(self):
