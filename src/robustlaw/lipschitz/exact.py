@@ -33,13 +33,21 @@ from robustlaw.lipschitz.network import Net
 Array = np.ndarray
 
 
+#: Two neurons lie on the same hyperplane when their (w, b) / ||w|| agree, up to sign, to this relative tolerance.
+MERGE_TOL = 1e-12
+
+
 @dataclass
 class Problem:
-    """A two-layer PWL net on a domain, reduced: y = V^T x, free neurons only.
+    """A two-layer PWL net on a domain, reduced: y = V^T x, one binary variable per free hyperplane.
 
-    ||grad f|| = sqrt(perp2 + ||g0 + D^T s||^2) for the pattern s of the free neurons, whose
+    ||grad f|| = sqrt(perp2 + ||g0 + D^T s||^2) for the pattern s of the free hyperplanes, whose
     pre-activations are W y + b (W: (k, r)). ``center``/``radius`` describe the domain in y
     (radius None: all of R^r).
+
+    Row i stands for the group of original neurons ``groups[i]`` sharing one hyperplane; ``free[i]``
+    is the group's representative (its first member), whose (w, b) is row i, and ``sides[i]`` says
+    for each member whether it is on when the representative is (+1) or when it is off (-1).
     """
 
     W: Array
@@ -51,7 +59,9 @@ class Problem:
     x_offset: Array  # x = V y + x_offset maps a reduced point back into the input space
     center: Array
     radius: float | None
-    free: Array  # indices of the free neurons in the original layer
+    free: Array  # the representative neuron of each free hyperplane (index in the original layer)
+    groups: list = field(default_factory=list)  # groups[i]: every neuron on hyperplane i
+    sides: list = field(default_factory=list)  # sides[i][m] = +1 / -1: member m on with / against row i
 
     @property
     def k(self) -> int:
@@ -60,6 +70,11 @@ class Problem:
     @property
     def r(self) -> int:
         return self.W.shape[1]
+
+    @property
+    def merged(self) -> int:
+        """How many free neurons were absorbed into another neuron's hyperplane."""
+        return int(sum(len(g) - 1 for g in self.groups))
 
     def norms(self, patterns: Array) -> Array:
         """||grad|| for rows of 0/1 patterns (n, k)."""
@@ -70,8 +85,54 @@ class Problem:
         return self.V @ y + self.x_offset
 
 
+def hyperplane_groups(W: Array, b: Array, tol: float = MERGE_TOL) -> list[tuple[Array, Array]]:
+    """Group the rows of (W, b) (nonzero rows of W) that define the same hyperplane.
+
+    Returns [(members, sides)]: ``members`` are row indices, the first one the representative, and
+    ``sides[m]`` is +1 when member m is a positive multiple of the representative (on together) and -1
+    when it is a negative one (on exactly when the representative is off). Rows are compared after
+    dividing by ||w|| and fixing the sign of their largest weight, coordinatewise to ``tol`` times
+    max(1, |b| / ||w||).
+    """
+    k = W.shape[0]
+    if k == 0:
+        return []
+    n = np.linalg.norm(W, axis=1)
+    Z = np.hstack([W, b[:, None]]) / n[:, None]
+    sign = np.where(W[np.arange(k), np.argmax(np.abs(W), axis=1)] >= 0, 1.0, -1.0)
+    Z *= sign[:, None]
+    scale = np.maximum(1.0, np.abs(Z[:, -1]))
+    # near-equal rows have near-equal projections: sort by one and compare only within runs of small gaps
+    v = 1.0 + np.sqrt(np.arange(Z.shape[1]) + 2.0) % 1.0
+    proj = Z @ v
+    order = np.argsort(proj, kind="stable")
+    gap = tol * float(scale.max()) * float(v.sum())
+    cuts = np.flatnonzero(np.diff(proj[order]) > gap) + 1
+    groups = []
+    for run in np.split(order, cuts):
+        run = np.sort(run)
+        left = list(run)
+        while left:
+            rep, rest = left[0], np.array(left[1:], dtype=np.int64)
+            close = np.max(np.abs(Z[rest] - Z[rep]), axis=1, initial=0.0) <= tol * np.maximum(scale[rest], scale[rep])
+            members = np.concatenate([[rep], rest[close]]).astype(np.int64)
+            groups.append((members, sign[members] * sign[rep]))
+            left = list(rest[~close])
+    groups.sort(key=lambda g: g[0][0])
+    return groups
+
+
 def two_layer_problem(net: Net, center: Array | None = None, radius: float | None = None) -> Problem:
-    """Reduce a two-layer ReLU/LeakyReLU ``net`` on the ball (center, radius) (radius None: R^d)."""
+    """Reduce a two-layer ReLU/LeakyReLU ``net`` on the ball (center, radius) (radius None: R^d).
+
+    Neurons with a = 0 or w = 0 have a constant (zero) gradient contribution and are dropped; on a ball,
+    neurons stable on it are folded into g0. The remaining neurons are merged by hyperplane
+    (:func:`hyperplane_groups`): neurons on one hyperplane are in the same or opposite states
+    everywhere off it, so one binary variable per hyperplane leaves the arrangement's cells, and the
+    maximum, unchanged. A group with representative state s contributes base + s * D_group, where a
+    member on the representative's side adds its D_j to D_group, and one on the other side adds D_j to
+    the base (it is on when s = 0) and -D_j to D_group.
+    """
     assert net.is_two_layer_pwl
     W, b = net.weights[0], net.biases[0]
     a = net.weights[1][0]
@@ -88,8 +149,19 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
         on = active & (h - spread > 0)
         g0 = g0 + D[on].sum(axis=0)
         active &= (h + spread > 0) & ~on
-    free = np.flatnonzero(active)
-    Wf, bf, Df = W[free], b[free], D[free]
+    cand = np.flatnonzero(active)
+    groups, sides, rows = [], [], []
+    for members, side in hyperplane_groups(W[cand], b[cand]):
+        idx = cand[members]
+        g0 = g0 + D[idx[side < 0]].sum(axis=0)
+        Dg = side @ D[idx]
+        if np.any(Dg != 0):
+            groups.append(idx)
+            sides.append(side)
+            rows.append(Dg)
+    free = np.array([g[0] for g in groups], dtype=np.int64)
+    Wf, bf = W[free], b[free]
+    Df = np.array(rows).reshape(len(free), d)
     if len(free):
         _, s, Vt = np.linalg.svd(Wf, full_matrices=False)
         rank = int(np.sum(s > s[0] * 1e-10)) if s.size else 0
@@ -100,7 +172,7 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
     perp2 = float(max(g0 @ g0 - g_in @ g_in, 0.0))
     x_offset = c - V @ (V.T @ c) if radius is not None else np.zeros(d)
     return Problem(W=Wf @ V, b=bf, D=Df @ V, g0=g_in, perp2=perp2, V=V, x_offset=x_offset,
-                   center=V.T @ c, radius=radius, free=free)
+                   center=V.T @ c, radius=radius, free=free, groups=groups, sides=sides)
 
 
 @dataclass
