@@ -14,8 +14,13 @@ interior of ||g(s)||. Two exact methods, each sound when it finishes:
   An empty cell's LP dual names a small infeasible subset of its sign constraints, which removes every
   pattern sharing those signs at once.
 
-Neurons that are stable on a bounded domain are folded into g0 first, and the input is reduced to
-the row space of W, so both methods see only what can change.
+Neurons that are stable on a bounded domain are folded into g0 first, neurons on one hyperplane
+(copies, positive multiples, negations) become one binary variable (:func:`hyperplane_groups`; without
+this, the sign choices where copies disagree are cells of no point and make the bound loose), and the
+input is reduced to the row space of W, so both methods see only what can change.
+
+A result is called exact (method ``"exact:..."``) only when its sound ``upper`` equals the gradient
+norm at its witness to a relative 1e-6; see :class:`ExactResult`.
 """
 
 from __future__ import annotations
@@ -175,9 +180,23 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
                    center=V.T @ c, radius=radius, free=free, groups=groups, sides=sides)
 
 
+#: upper <= lower * (1 + EXACT_RTOL) is what makes a bracket exact (as in :class:`robustlaw.lipschitz.Bracket`).
+EXACT_RTOL = 1e-6
+
+
 @dataclass
 class ExactResult:
-    """upper is sound when ``complete``; lower is attained at ``witness`` (input space)."""
+    """What a covering method proved about Lip(f) on the domain.
+
+    - ``complete``: ``upper`` is a sound bound on the whole domain: the covering finished, or an
+      anytime search stopped with every pattern above ``upper`` proven empty. When False, ``upper``
+      certifies nothing.
+    - ``lower`` is the gradient norm at ``witness`` (input space), a point of the domain; with no
+      witness, ``lower`` is 0.
+    - ``exact`` (complete, a witness, and upper <= lower (1 + EXACT_RTOL)) is the only case whose
+      ``method`` starts with ``"exact:"``; a sound but loose result is renamed ``"cover:..."`` on
+      construction, so a method name never claims more than the numbers show.
+    """
 
     upper: float
     lower: float
@@ -186,9 +205,13 @@ class ExactResult:
     method: str
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.method.startswith("exact:") and not self.exact:
+            self.method = "cover:" + self.method[len("exact:"):]
+
     @property
     def exact(self) -> bool:
-        return self.complete and self.witness is not None and self.upper <= self.lower * (1 + 1e-6)
+        return self.complete and self.witness is not None and self.upper <= self.lower * (1 + EXACT_RTOL)
 
 
 def _bits(m: int) -> Array:
@@ -212,6 +235,10 @@ def _verify_pattern(P: Problem, y: Array, pattern: Array) -> bool:
 def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = math.inf, top: int = 64) -> ExactResult | None:
     """Exact max over all cells meeting the domain via vertices / projections onto flats (see module doc).
 
+    For each flat of m hyperplanes (m = r on R^r, every m <= r on a ball) its candidate point is the
+    vertex (or the centre's projection, if inside the ball); the cells around it are the 2^m sign
+    choices on the flat's hyperplanes. Their maximum is ``upper``; the best candidates are then
+    realised by nearby points, the first one realised giving ``lower`` and the witness.
     Returns None when the work exceeds ``budget`` patterns or the deadline passes first.
     """
     k, r = P.k, P.r
@@ -221,94 +248,149 @@ def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = mat
         return ExactResult(value, value, P.to_x(P.center), True, "exact:constant")
     if flat_cost(k, r, bounded) > budget:
         return None
-    sizes = range(r + 1) if bounded else [r]
-    wn = np.linalg.norm(P.W, axis=1)
-    best: list[tuple[float, Array, tuple, Array]] = []  # (value, point, subset, beta)
+    name = "exact:flats" if bounded else "exact:vertices"
+    best = _TopCandidates(top)
     upper2 = -1.0
     degenerate = 0
-    for m in sizes:
-        if m > k:
-            break
+    for m in range(r + 1) if bounded else [r]:
         B = _bits(m)
-        chunk = max(1, 2_000_000 // (2**m * max(r, k)))
-        combos = itertools.combinations(range(k), m)
-        while True:
+        for S in _flat_subsets(k, r, m):
             if time.perf_counter() > deadline:
                 return None
-            S = np.array(list(itertools.islice(combos, chunk)), dtype=np.int64)
+            pts, S = _flat_points(P, S)
             if len(S) == 0:
-                break
-            S = S.reshape(len(S), m)
-            if len(S) == 0:
-                break
-            if m == 0:
-                pts = P.center[None, :]
-                ok = np.ones(1, dtype=bool)
-            else:
-                WS, bS = P.W[S], P.b[S]  # (C, m, r), (C, m)
-                if bounded:
-                    gram = WS @ WS.transpose(0, 2, 1)
-                    cond = np.linalg.cond(gram)
-                    ok = cond < 1e12
-                    gram[~ok] = np.eye(m)
-                    rhs = np.einsum("cmr,r->cm", WS, P.center) + bS
-                    lam = np.linalg.solve(gram, rhs[..., None])[..., 0]
-                    pts = P.center - np.einsum("cmr,cm->cr", WS, lam)
-                    ok &= np.linalg.norm(pts - P.center, axis=1) <= P.radius * (1 + 1e-12)
-                else:
-                    cond = np.linalg.cond(WS)
-                    ok = cond < 1e12
-                    WS = WS.copy()
-                    WS[~ok] = np.eye(m)
-                    pts = np.linalg.solve(WS, -bS[..., None])[..., 0]
-            if not ok.any():
                 continue
-            pts, S = pts[ok], S[ok]
-            h = pts @ P.W.T + P.b  # (C, k)
-            tol = 1e-9 * (wn * (1 + np.linalg.norm(pts, axis=1, keepdims=True)) + np.abs(P.b))
-            amb = np.abs(h) <= tol
-            sig = (h > 0).astype(float)
-            if m:
-                rows = np.arange(len(S))[:, None]
-                amb[rows, S] = False
-                sig[rows, S] = 0.0
-            base = P.g0 + sig @ P.D  # (C, r)
-            add = np.einsum("bm,cmr->cbr", B, P.D[S]) if m else np.zeros((len(S), 1, r))
-            g = base[:, None, :] + add
-            vals2 = P.perp2 + np.einsum("cbr,cbr->cb", g, g)
-            bad = np.flatnonzero(amb.any(axis=1))
-            for i in bad:  # hyperplanes through the point beyond the flat's own: take every sign (a superset)
-                extra = np.flatnonzero(amb[i])
-                degenerate += 1
-                T = np.concatenate([S[i], extra])
-                if len(T) > 18:
-                    return None
-                basei = P.g0 + (sig[i] * ~amb[i]) @ P.D
-                gi = basei + _bits(len(T)) @ P.D[T]
-                upper2 = max(upper2, float(np.max(P.perp2 + np.einsum("ij,ij->i", gi, gi))))
-                vals2[i] = -1.0  # its witnessable patterns are not trusted; the superset value counts for upper
-            flat = vals2.reshape(-1)
-            cmax = float(flat.max())
-            upper2 = max(upper2, cmax)
-            n_top = min(top, flat.size)
-            idx = np.argpartition(-flat, n_top - 1)[:n_top]
-            for j in idx:
-                if flat[j] < 0:
-                    continue
-                c, bi = divmod(int(j), 2**m)
-                best.append((math.sqrt(flat[j]), pts[c], tuple(S[c]), B[bi]))
-            best.sort(key=lambda t: -t[0])
-            del best[top:]
+            vals2, sig, amb = _flat_values(P, pts, S, B)
+            superset = _degenerate_points(P, S, sig, amb, vals2)
+            if superset is None:
+                return None
+            degenerate += superset[1]
+            upper2 = max(upper2, superset[0], float(vals2.max()))
+            best.add(vals2, pts, S, B)
     upper = math.sqrt(max(upper2, 0.0))
-    for _value, p, S, beta in best:
+    info = {"degenerate_points": degenerate}
+    found = _first_witness(P, best.items)
+    if found is None:
+        return ExactResult(upper, 0.0, None, True, name, info)
+    y, value = found
+    return ExactResult(upper, value, P.to_x(y), True, name, info)
+
+
+def _flat_subsets(k: int, r: int, m: int):
+    """All m-subsets of the k hyperplanes, as (C, m) index arrays in chunks of bounded work."""
+    chunk = max(1, 2_000_000 // (2**m * max(r, k)))
+    combos = itertools.combinations(range(k), m)
+    while True:
+        S = np.array(list(itertools.islice(combos, chunk)), dtype=np.int64)
+        if len(S) == 0:
+            return
+        yield S.reshape(len(S), m)
+
+
+def _flat_points(P: Problem, S: Array) -> tuple[Array, Array]:
+    """The candidate point of each flat S[c]: its vertex on R^r, the centre's projection onto it on a ball.
+
+    Returns (points, subsets) for the flats whose point exists: well conditioned and, on a ball, inside it.
+    """
+    m = S.shape[1]
+    if m == 0:
+        return P.center[None, :], S
+    WS, bS = P.W[S], P.b[S]  # (C, m, r), (C, m)
+    if P.radius is not None:
+        gram = WS @ WS.transpose(0, 2, 1)
+        ok = np.linalg.cond(gram) < 1e12
+        gram[~ok] = np.eye(m)
+        rhs = np.einsum("cmr,r->cm", WS, P.center) + bS
+        lam = np.linalg.solve(gram, rhs[..., None])[..., 0]
+        pts = P.center - np.einsum("cmr,cm->cr", WS, lam)
+        ok &= np.linalg.norm(pts - P.center, axis=1) <= P.radius * (1 + 1e-12)
+    else:
+        ok = np.linalg.cond(WS) < 1e12
+        WS = WS.copy()
+        WS[~ok] = np.eye(m)
+        pts = np.linalg.solve(WS, -bS[..., None])[..., 0]
+    return pts[ok], S[ok]
+
+
+def _flat_values(P: Problem, pts: Array, S: Array, B: Array) -> tuple[Array, Array, Array]:
+    """Squared gradient norms (C, 2^m) of the 2^m sign choices ``B`` on each flat's hyperplanes at its point.
+
+    Also returns the signs of every hyperplane at the points (the flat's own set to 0) and ``amb``: the
+    other hyperplanes passing through the point (to a relative 1e-9), whose signs are not determined.
+    """
+    m, r = S.shape[1], P.r
+    wn = np.linalg.norm(P.W, axis=1)
+    h = pts @ P.W.T + P.b  # (C, k)
+    tol = 1e-9 * (wn * (1 + np.linalg.norm(pts, axis=1, keepdims=True)) + np.abs(P.b))
+    amb = np.abs(h) <= tol
+    sig = (h > 0).astype(float)
+    if m:
+        rows = np.arange(len(S))[:, None]
+        amb[rows, S] = False
+        sig[rows, S] = 0.0
+    base = P.g0 + sig @ P.D  # (C, r)
+    add = np.einsum("bm,cmr->cbr", B, P.D[S]) if m else np.zeros((len(S), 1, r))
+    g = base[:, None, :] + add
+    return P.perp2 + np.einsum("cbr,cbr->cb", g, g), sig, amb
+
+
+def _degenerate_points(P: Problem, S: Array, sig: Array, amb: Array, vals2: Array) -> tuple[float, int] | None:
+    """Points where hyperplanes beyond the flat's own pass: their squared values are replaced by -1 in
+    ``vals2`` (no witness is trusted there) and bounded by every sign choice instead (a superset).
+
+    Returns (max superset value, number of such points), or None if one is too degenerate to bound.
+    """
+    upper2, bad = -1.0, np.flatnonzero(amb.any(axis=1))
+    for i in bad:
+        value = _superset_value(P, S[i], sig[i], amb[i])
+        if value is None:
+            return None
+        upper2 = max(upper2, value)
+        vals2[i] = -1.0
+    return upper2, len(bad)
+
+
+def _superset_value(P: Problem, S: Array, sig: Array, amb: Array, max_free: int = 18) -> float | None:
+    """Max squared norm over every sign of the flat's hyperplanes S and the others through its point (a
+    superset of the cells around a degenerate point); None if more than ``max_free`` hyperplanes meet there."""
+    T = np.concatenate([S, np.flatnonzero(amb)])
+    if len(T) > max_free:
+        return None
+    base = P.g0 + (sig * ~amb) @ P.D
+    g = base + _bits(len(T)) @ P.D[T]
+    return float(np.max(P.perp2 + np.einsum("ij,ij->i", g, g)))
+
+
+class _TopCandidates:
+    """The ``top`` largest (value, point, flat, signs) seen so far, largest first."""
+
+    def __init__(self, top: int):
+        self.top = top
+        self.items: list[tuple[float, Array, tuple, Array]] = []
+
+    def add(self, vals2: Array, pts: Array, S: Array, B: Array) -> None:
+        flat = vals2.reshape(-1)
+        n_top = min(self.top, flat.size)
+        idx = np.argpartition(-flat, n_top - 1)[:n_top]
+        per_point = B.shape[0]
+        for j in idx:
+            if flat[j] < 0:
+                continue
+            c, bi = divmod(int(j), per_point)
+            self.items.append((math.sqrt(flat[j]), pts[c], tuple(S[c]), B[bi]))
+        self.items.sort(key=lambda t: -t[0])
+        del self.items[self.top:]
+
+
+def _first_witness(P: Problem, candidates) -> tuple[Array, float] | None:
+    """The first candidate realised by a nearby point of its cell: (point y, its gradient norm)."""
+    for _value, p, S, beta in candidates:
         y = _witness_near(P, p, list(S), beta)
         if y is None:
             continue
         pattern = (P.W @ y + P.b > 0).astype(float)
-        val = float(P.norms(pattern[None])[0])
-        return ExactResult(upper, val, P.to_x(y), True, "exact:vertices" if not bounded else "exact:flats",
-                           {"degenerate_points": degenerate})
-    return ExactResult(upper, 0.0, None, True, "exact:vertices", {"degenerate_points": degenerate})
+        return y, float(P.norms(pattern[None])[0])
+    return None
 
 
 def _witness_near(P: Problem, p: Array, S: list[int], beta: Array) -> Array | None:
@@ -444,8 +526,11 @@ def pattern_values(P: Problem, codes: Array) -> Array:
 def sorted_patterns(P: Problem, deadline: float = math.inf, max_k: int = 22) -> ExactResult | None:
     """All 2^k patterns by decreasing gradient norm; the first whose cell is not proven empty is the max.
 
-    Anytime: when the deadline passes, ``upper`` is the value of the first pattern not yet proven
-    empty (sound) and ``complete`` is False only in the sense that lower may be below it.
+    Anytime: when the deadline passes, every pattern above the first one not yet proven empty is
+    empty, so that pattern's value is a sound ``upper`` (``complete`` True, method "patterns:partial",
+    lower the best witnessed value so far, 0 without a witness). Patterns whose cells the LPs can
+    neither prove empty nor realise stay in ``upper``, so the result is exact only when the first
+    pattern not proven empty was realised.
     """
     k = P.k
     if k > max_k:
@@ -507,6 +592,6 @@ def exact_two_layer(net: Net, center: Array | None = None, radius: float | None 
     for _, how in sorted(choices):
         result = flat_enumeration(P, budget, deadline) if how == "flats" else sorted_patterns(P, deadline)
         if result is not None:
-            result.info.update(free=P.k, rank=P.r)
+            result.info.update(free=P.k, rank=P.r, merged=P.merged)
             return result
     return None
