@@ -52,7 +52,8 @@ class Problem:
 
     Row i stands for the group of original neurons ``groups[i]`` sharing one hyperplane; ``free[i]``
     is the group's representative (its first member), whose (w, b) is row i, and ``sides[i]`` says
-    for each member whether it is on when the representative is (+1) or when it is off (-1).
+    for each member whether it is on when the representative is (+1) or when it is off (-1). Groups whose
+    members' contributions cancel (D_group = 0) are dropped like neurons with a = 0.
     """
 
     W: Array
@@ -67,6 +68,7 @@ class Problem:
     free: Array  # the representative neuron of each free hyperplane (index in the original layer)
     groups: list = field(default_factory=list)  # groups[i]: every neuron on hyperplane i
     sides: list = field(default_factory=list)  # sides[i][m] = +1 / -1: member m on with / against row i
+    merged: int = 0  # free neurons absorbed into another's hyperplane (including groups that cancel out)
 
     @property
     def k(self) -> int:
@@ -75,11 +77,6 @@ class Problem:
     @property
     def r(self) -> int:
         return self.W.shape[1]
-
-    @property
-    def merged(self) -> int:
-        """How many free neurons were absorbed into another neuron's hyperplane."""
-        return int(sum(len(g) - 1 for g in self.groups))
 
     def norms(self, patterns: Array) -> Array:
         """||grad|| for rows of 0/1 patterns (n, k)."""
@@ -156,7 +153,8 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
         active &= (h + spread > 0) & ~on
     cand = np.flatnonzero(active)
     groups, sides, rows = [], [], []
-    for members, side in hyperplane_groups(W[cand], b[cand]):
+    merged = hyperplane_groups(W[cand], b[cand])
+    for members, side in merged:
         idx = cand[members]
         g0 = g0 + D[idx[side < 0]].sum(axis=0)
         Dg = side @ D[idx]
@@ -177,7 +175,8 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
     perp2 = float(max(g0 @ g0 - g_in @ g_in, 0.0))
     x_offset = c - V @ (V.T @ c) if radius is not None else np.zeros(d)
     return Problem(W=Wf @ V, b=bf, D=Df @ V, g0=g_in, perp2=perp2, V=V, x_offset=x_offset,
-                   center=V.T @ c, radius=radius, free=free, groups=groups, sides=sides)
+                   center=V.T @ c, radius=radius, free=free, groups=groups, sides=sides,
+                   merged=len(cand) - len(merged))
 
 
 #: upper <= lower * (1 + EXACT_RTOL) is what makes a bracket exact (as in :class:`robustlaw.lipschitz.Bracket`).
