@@ -109,17 +109,18 @@ def hyperplane_groups(W: Array, b: Array, tol: float = MERGE_TOL) -> list[tuple[
     proj = Z @ v
     order = np.argsort(proj, kind="stable")
     gap = tol * float(scale.max()) * float(v.sum())
-    cuts = np.flatnonzero(np.diff(proj[order]) > gap) + 1
-    groups = []
-    for run in np.split(order, cuts):
-        run = np.sort(run)
-        left = list(run)
-        while left:
-            rep, rest = left[0], np.array(left[1:], dtype=np.int64)
+    run = np.empty(k, dtype=np.int64)
+    run[order] = np.concatenate([[0], np.cumsum(np.diff(proj[order]) > gap)])
+    alone = np.bincount(run)[run] == 1
+    groups = [(np.array([i]), np.ones(1)) for i in np.flatnonzero(alone)]
+    for rows in np.split(order[~alone[order]], np.flatnonzero(np.diff(run[order[~alone[order]]])) + 1):
+        left = np.sort(rows)
+        while len(left):
+            rep, rest = left[0], left[1:]
             close = np.max(np.abs(Z[rest] - Z[rep]), axis=1, initial=0.0) <= tol * np.maximum(scale[rest], scale[rep])
-            members = np.concatenate([[rep], rest[close]]).astype(np.int64)
+            members = np.concatenate([[rep], rest[close]])
             groups.append((members, sign[members] * sign[rep]))
-            left = list(rest[~close])
+            left = rest[~close]
     groups.sort(key=lambda g: g[0][0])
     return groups
 
