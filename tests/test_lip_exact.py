@@ -242,9 +242,37 @@ def test_only_tight_results_are_named_exact(rng):
     assert res.complete and not res.exact and "exact" not in res.method
     assert res.upper >= sorted_patterns(P).upper
     # three lines through the origin (zero biases): the covering's degenerate point makes the bound a
-    # superset; whatever it returns, it is exact only if upper meets the witness
+    # superset; whatever flat_enumeration returns, it is exact only if upper meets the witness
     W = rng.standard_normal((3, 2))
     net0 = Net((W, rng.standard_normal((1, 3))), (np.zeros(3), np.zeros(1)), (RELU,))
     res0 = flat_enumeration(two_layer_problem(net0))
     assert res0.method.startswith("exact:") == res0.exact
     assert res0.upper >= brute_force_max(net0) * (1 - 1e-12)
+    assert exact_two_layer(net0).exact  # solved on slices around the common point instead
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_hyperplanes_through_one_point_are_exact(seed):
+    """Nets whose hyperplanes all pass through one point p0 (without biases: the origin): every vertex is p0,
+    so the covering solves the cones at p0 on two slices instead; exact on R^d and on balls around p0."""
+    rng = np.random.default_rng([seed, 11])
+    d, k = 2 + seed % 3, 4 + seed % 5
+    W, p0 = rng.standard_normal((k, d)), 0.3 * rng.standard_normal(d) * (seed % 2)
+    act = RELU if seed % 2 else Activation("leaky", 0.1)
+    net = Net((W, rng.standard_normal((1, k))), (-W @ p0, np.zeros(1)), (act,))
+    for center, radius in [(None, None), (p0 + 0.1, 0.5), (p0 + 3.0, 1.0)]:
+        res = exact_two_layer(net, center, radius)
+        assert res.exact, (res.lower, res.upper, res.method)
+        assert res.upper == pytest.approx(brute_force_max(net, center, radius), rel=1e-9)
+        domain = Domain() if radius is None else Domain("ball", radius, center=center)
+        assert domain.contains(res.witness)
+        assert witness_norm(net, res.witness, domain) == pytest.approx(res.lower, rel=1e-9)
+
+
+def test_no_biases_many_neurons(rng):
+    net = random_net(rng, 3, [60], bias=0.0)
+    res = exact_two_layer(net)
+    assert res.exact and res.info["central"]
+    X = rng.standard_normal((50_000, 3))
+    assert np.linalg.norm(net.gradients(X), axis=1).max() <= res.upper * (1 + 1e-9)
+    assert witness_norm(net, res.witness, Domain()) == pytest.approx(res.upper, rel=1e-9)

@@ -17,7 +17,10 @@ interior of ||g(s)||. Two exact methods, each sound when it finishes:
 Neurons that are stable on a bounded domain are folded into g0 first, neurons on one hyperplane
 (copies, positive multiples, negations) become one binary variable (:func:`hyperplane_groups`; without
 this, the sign choices where copies disagree are cells of no point and make the bound loose), and the
-input is reduced to the row space of W, so both methods see only what can change.
+input is reduced to the row space of W, so both methods see only what can change. When every
+hyperplane passes through one point inside the domain (a net without biases), all vertices coincide:
+:func:`exact_two_layer` then covers the cones at that point on two affine slices (:func:`central_slices`).
+Hyperplanes are identified, and cells resolved, to a relative 1e-12 (``MERGE_TOL``).
 
 A result is called exact (method ``"exact:..."``) only when its sound ``upper`` equals the gradient
 norm at its witness to a relative 1e-6; see :class:`ExactResult`.
@@ -318,7 +321,7 @@ def _flat_values(P: Problem, pts: Array, S: Array, B: Array) -> tuple[Array, Arr
     Also returns the signs of every hyperplane at the points (the flat's own set to 0) and ``amb``: the
     other hyperplanes passing through the point (to a relative 1e-9), whose signs are not determined.
     """
-    m, r = S.shape[1], P.r
+    m = S.shape[1]
     wn = np.linalg.norm(P.W, axis=1)
     h = pts @ P.W.T + P.b  # (C, k)
     tol = 1e-9 * (wn * (1 + np.linalg.norm(pts, axis=1, keepdims=True)) + np.abs(P.b))
@@ -329,7 +332,7 @@ def _flat_values(P: Problem, pts: Array, S: Array, B: Array) -> tuple[Array, Arr
         amb[rows, S] = False
         sig[rows, S] = 0.0
     base = P.g0 + sig @ P.D  # (C, r)
-    add = np.einsum("bm,cmr->cbr", B, P.D[S]) if m else np.zeros((len(S), 1, r))
+    add = np.einsum("bm,cmr->cbr", B, P.D[S]) if m else np.zeros((len(S), 1, P.D.shape[1]))
     g = base[:, None, :] + add
     return P.perp2 + np.einsum("cbr,cbr->cb", g, g), sig, amb
 
@@ -576,13 +579,39 @@ def sorted_patterns(P: Problem, deadline: float = math.inf, max_k: int = 22) -> 
     return ExactResult(upper * (1 + 1e-12), lower, witness, True, "exact:patterns", {"lps": lps})
 
 
-def exact_two_layer(net: Net, center: Array | None = None, radius: float | None = None,
-                    deadline: float = math.inf, budget: int = 30_000_000) -> ExactResult | None:
-    """The exact Lipschitz constant of a two-layer ReLU/LeakyReLU net on R^d (radius None) or a ball,
-    by whichever covering method is cheaper; None if neither fits the budget."""
-    P = two_layer_problem(net, center, radius)
+def common_point(P: Problem, tol: float = MERGE_TOL) -> Array | None:
+    """The point every free hyperplane passes through (to ``tol`` relative), if there is one and more
+    hyperplanes than dimensions meet there (a central arrangement, e.g. a net without biases)."""
+    if P.k <= P.r or P.r < 2:
+        return None
+    p0 = np.linalg.lstsq(P.W, -P.b, rcond=None)[0]
+    slack = np.abs(P.W @ p0 + P.b)
+    if np.all(slack <= tol * (np.linalg.norm(P.W, axis=1) * (1 + np.linalg.norm(p0)) + np.abs(P.b))):
+        return p0
+    return None
+
+
+def central_slices(P: Problem, p0: Array) -> list[Problem]:
+    """The cells of an arrangement through p0 are cones at p0, and every open cone meets one of the two
+    parallel affine planes {<v, y - p0> = +1} and {= -1}: the problems on those two planes (r - 1
+    dimensions, general position again, gradients unchanged) have between them every cell's pattern.
+    Their ``to_x`` returns points of P's reduced space (not input points)."""
+    v = np.random.default_rng(0).standard_normal(P.r)
+    v /= np.linalg.norm(v)
+    U = np.linalg.svd(np.eye(P.r) - np.outer(v, v))[0][:, : P.r - 1]  # orthonormal basis of v's complement
+    out = []
+    for side in (1.0, -1.0):
+        origin = p0 + side * v
+        out.append(Problem(W=P.W @ U, b=side * (P.W @ v), D=P.D, g0=P.g0, perp2=P.perp2, V=U, x_offset=origin,
+                           center=np.zeros(P.r - 1), radius=None, free=P.free, groups=P.groups, sides=P.sides,
+                           merged=P.merged))
+    return out
+
+
+def _solve(P: Problem, budget: int, deadline: float) -> ExactResult | None:
+    """Whichever covering method is cheaper for P (flats or sorted patterns); None if neither fits."""
     choices = []
-    cost = flat_cost(P.k, P.r, radius is not None)
+    cost = flat_cost(P.k, P.r, P.radius is not None)
     if cost <= budget:
         choices.append((cost, "flats"))
     if P.k <= 22:
@@ -592,6 +621,46 @@ def exact_two_layer(net: Net, center: Array | None = None, radius: float | None 
     for _, how in sorted(choices):
         result = flat_enumeration(P, budget, deadline) if how == "flats" else sorted_patterns(P, deadline)
         if result is not None:
-            result.info.update(free=P.k, rank=P.r, merged=P.merged)
             return result
     return None
+
+
+def _solve_central(P: Problem, p0: Array, budget: int, deadline: float) -> ExactResult | None:
+    """The maximum over the cones at p0 (p0 inside the domain, so every cone meets it), from the two
+    slices; the best slice witness is pulled towards p0 along its ray until it lies in the domain."""
+    results = [_solve(Q, budget, deadline) for Q in central_slices(P, p0)]
+    if any(res is None for res in results):
+        return None
+    upper = max(res.upper for res in results)
+    info = {"central": True, "slices": [res.method for res in results]}
+    best = max(results, key=lambda res: res.lower if res.witness is not None else -1.0)
+    complete = all(res.complete for res in results)
+    name = "exact:central-" + best.method.split(":")[-1]
+    if best.witness is not None:
+        y = best.witness
+        room = math.inf if P.radius is None else 0.5 * (P.radius - np.linalg.norm(p0 - P.center))
+        step = y - p0
+        y = p0 + min(1.0, room / np.linalg.norm(step)) * step
+        pattern = (P.W @ y + P.b > 0).astype(float)
+        if _verify_pattern(P, y, pattern):
+            return ExactResult(upper, float(P.norms(pattern[None])[0]), P.to_x(y), complete, name, info)
+    return ExactResult(upper, 0.0, None, complete, name, info)
+
+
+def exact_two_layer(net: Net, center: Array | None = None, radius: float | None = None,
+                    deadline: float = math.inf, budget: int = 30_000_000) -> ExactResult | None:
+    """The exact Lipschitz constant of a two-layer ReLU/LeakyReLU net on R^d (radius None) or a ball,
+    by whichever covering method is cheaper; None if neither fits the budget.
+
+    When every hyperplane passes through one point of the domain's interior (e.g. no biases), the
+    vertices are all that point: the cones there are covered on two slices instead (:func:`central_slices`).
+    """
+    P = two_layer_problem(net, center, radius)
+    p0 = common_point(P)
+    if p0 is not None and (radius is None or np.linalg.norm(p0 - P.center) < radius * (1 - 1e-9)):
+        result = _solve_central(P, p0, budget, deadline)
+    else:
+        result = _solve(P, budget, deadline)
+    if result is not None:
+        result.info.update(free=P.k, rank=P.r, merged=P.merged)
+    return result
