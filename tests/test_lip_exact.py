@@ -87,6 +87,7 @@ def test_degenerate_duplicate_neurons_stay_sound(rng):
     bracket = certify(dup, Domain(), time_limit=30)
     assert sampled_max(dup, rng) <= bracket.upper
     assert bracket.lower <= bracket.upper
+    assert bracket.exact and bracket.upper_method.startswith("exact:")  # the copies share their originals' variables
 
 
 # ----------------------------------------------------------------------------- shared hyperplanes

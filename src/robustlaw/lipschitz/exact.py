@@ -157,8 +157,8 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
         active &= (h + spread > 0) & ~on
     cand = np.flatnonzero(active)
     groups, sides, rows = [], [], []
-    merged = hyperplane_groups(W[cand], b[cand])
-    for members, side in merged:
+    hyperplanes = hyperplane_groups(W[cand], b[cand])
+    for members, side in hyperplanes:
         idx = cand[members]
         g0 = g0 + D[idx[side < 0]].sum(axis=0)
         Dg = side @ D[idx]
@@ -180,7 +180,7 @@ def two_layer_problem(net: Net, center: Array | None = None, radius: float | Non
     x_offset = c - V @ (V.T @ c) if radius is not None else np.zeros(d)
     return Problem(W=Wf @ V, b=bf, D=Df @ V, g0=g_in, perp2=perp2, V=V, x_offset=x_offset,
                    center=V.T @ c, radius=radius, free=free, groups=groups, sides=sides,
-                   merged=len(cand) - len(merged))
+                   merged=len(cand) - len(hyperplanes))
 
 
 #: upper <= lower * (1 + EXACT_RTOL) is what makes a bracket exact (as in :class:`robustlaw.lipschitz.Bracket`).
