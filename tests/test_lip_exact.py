@@ -277,3 +277,27 @@ def test_no_biases_many_neurons(rng):
     X = rng.standard_normal((50_000, 3))
     assert np.linalg.norm(net.gradients(X), axis=1).max() <= res.upper * (1 + 1e-9)
     assert witness_norm(net, res.witness, Domain()) == pytest.approx(res.upper, rel=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_some_hyperplanes_through_one_point_are_exact(seed):
+    """Vertices where more than r hyperplanes meet (some neurons through one point, in 3-d some planes
+    through one line): the cones there are solved exactly instead of bounded by every sign choice."""
+    rng = np.random.default_rng([seed, 3])
+    d, k = 2 + seed % 3, 4 + seed % 6
+    W, b = rng.standard_normal((k, d)), 0.5 * rng.standard_normal(k)
+    nc, p0 = min(k, d + 1 + seed % 3), 0.3 * rng.standard_normal(d)
+    if d == 3 and seed % 2:
+        line = rng.standard_normal(3)
+        W[:3] -= np.outer(W[:3] @ line, line) / (line @ line)
+    b[:nc] = -W[:nc] @ p0
+    act = RELU if seed % 2 else Activation("leaky", 0.1)
+    net = Net((W, rng.standard_normal((1, k))), (b, np.zeros(1)), (act,))
+    for center, radius in [(None, None), (p0 + 0.2 * rng.standard_normal(d), 1.0), (np.zeros(d), 0.2)]:
+        true = brute_force_max(net, center, radius)
+        res = flat_enumeration(two_layer_problem(net, center, radius))
+        assert res.exact and res.upper == pytest.approx(true, rel=1e-9), (res.lower, res.upper, res.method, true)
+        domain = Domain() if radius is None else Domain("ball", radius, center=center)
+        assert domain.contains(res.witness)
+        assert witness_norm(net, res.witness, domain) == pytest.approx(res.lower, rel=1e-9)
+        assert exact_two_layer(net, center, radius).upper == pytest.approx(true, rel=1e-9)

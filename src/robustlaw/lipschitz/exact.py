@@ -19,7 +19,9 @@ Neurons that are stable on a bounded domain are folded into g0 first, neurons on
 this, the sign choices where copies disagree are cells of no point and make the bound loose), and the
 input is reduced to the row space of W, so both methods see only what can change. When every
 hyperplane passes through one point inside the domain (a net without biases), all vertices coincide:
-:func:`exact_two_layer` then covers the cones at that point on two affine slices (:func:`central_slices`).
+:func:`exact_two_layer` then covers the cones at that point on two affine slices (:func:`central_slices`);
+where only some hyperplanes meet beyond the flat's own, :func:`flat_enumeration` solves the cones at
+that point the same way (:func:`_cones_at`).
 Hyperplanes are identified, and cells resolved, to a relative 1e-12 (``MERGE_TOL``).
 
 A result is called exact (method ``"exact:..."``) only when its sound ``upper`` equals the gradient
@@ -51,7 +53,8 @@ class Problem:
 
     ||grad f|| = sqrt(perp2 + ||g0 + D^T s||^2) for the pattern s of the free hyperplanes, whose
     pre-activations are W y + b (W: (k, r)). ``center``/``radius`` describe the domain in y
-    (radius None: all of R^r).
+    (radius None: all of R^r). D and g0 usually share y's coordinates; in the sub-problems of
+    :func:`central_slices` and :func:`_cones_at` they keep their parent's (D: (k, r_parent)).
 
     Row i stands for the group of original neurons ``groups[i]`` sharing one hyperplane; ``free[i]``
     is the group's representative (its first member), whose (w, b) is row i, and ``sides[i]`` says
@@ -252,7 +255,7 @@ def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = mat
     if flat_cost(k, r, bounded) > budget:
         return None
     name = "exact:flats" if bounded else "exact:vertices"
-    best = _TopCandidates(top)
+    best, cache = _TopCandidates(top), {}
     upper2 = -1.0
     degenerate = 0
     for m in range(r + 1) if bounded else [r]:
@@ -264,11 +267,11 @@ def flat_enumeration(P: Problem, budget: int = 30_000_000, deadline: float = mat
             if len(S) == 0:
                 continue
             vals2, sig, amb = _flat_values(P, pts, S, B)
-            superset = _degenerate_points(P, S, sig, amb, vals2)
-            if superset is None:
+            special = _degenerate_points(P, S, sig, amb, vals2, pts, best, cache, budget, deadline)
+            if special is None:
                 return None
-            degenerate += superset[1]
-            upper2 = max(upper2, superset[0], float(vals2.max()))
+            degenerate += special[1]
+            upper2 = max(upper2, special[0], float(vals2.max()))
             best.add(vals2, pts, S, B)
     upper = math.sqrt(max(upper2, 0.0))
     info = {"degenerate_points": degenerate}
@@ -337,26 +340,66 @@ def _flat_values(P: Problem, pts: Array, S: Array, B: Array) -> tuple[Array, Arr
     return P.perp2 + np.einsum("cbr,cbr->cb", g, g), sig, amb
 
 
-def _degenerate_points(P: Problem, S: Array, sig: Array, amb: Array, vals2: Array) -> tuple[float, int] | None:
-    """Points where hyperplanes beyond the flat's own pass: their squared values are replaced by -1 in
-    ``vals2`` (no witness is trusted there) and bounded by every sign choice instead (a superset).
+def _degenerate_points(P: Problem, S: Array, sig: Array, amb: Array, vals2: Array, pts: Array,
+                       best: _TopCandidates, cache: dict, budget: int, deadline: float) -> tuple[float, int] | None:
+    """Points where hyperplanes beyond the flat's own pass. Their squared values in ``vals2`` are replaced
+    by -1 (those sign choices need not be cells) and the point is bounded instead by the exact maximum
+    over the cones there (:func:`_cones_at`, when all these hyperplanes meet in one point to ``MERGE_TOL``),
+    whose best cone joins the witness candidates, or else by every sign choice (a superset). ``cache``
+    keeps each point's answer: without biases, every flat has the same point.
 
-    Returns (max superset value, number of such points), or None if one is too degenerate to bound.
+    Returns (max squared value over these points, their number), or None if one is too degenerate to bound.
     """
     upper2, bad = -1.0, np.flatnonzero(amb.any(axis=1))
+    wn = np.linalg.norm(P.W, axis=1)
     for i in bad:
-        value = _superset_value(P, S[i], sig[i], amb[i])
-        if value is None:
+        T = np.sort(np.concatenate([S[i], np.flatnonzero(amb[i])]))
+        key = (T.tobytes(), sig[i].tobytes())
+        if key not in cache:
+            # the nearest point to pts[i] where T meet: least squares keeps residuals small even when ill-conditioned
+            p = pts[i] - np.linalg.lstsq(P.W[T], P.W[T] @ pts[i] + P.b[T], rcond=None)[0]
+            h = P.W[T] @ p + P.b[T]
+            through = np.all(np.abs(h) <= MERGE_TOL * (wn[T] * (1 + np.linalg.norm(p)) + np.abs(P.b[T])))
+            cones = _cones_at(P, p, T, sig[i] * ~amb[i], budget, deadline) if through else None
+            if cones is not None and cones[1] is not None:
+                best.push(math.sqrt(cones[0]), p, tuple(T), cones[1], cones[2])
+            cache[key] = cones[0] if cones is not None else _superset_value(P, T, sig[i], amb[i])
+        if cache[key] is None:
             return None
-        upper2 = max(upper2, value)
+        upper2 = max(upper2, cache[key])
         vals2[i] = -1.0
     return upper2, len(bad)
 
 
-def _superset_value(P: Problem, S: Array, sig: Array, amb: Array, max_free: int = 18) -> float | None:
-    """Max squared norm over every sign of the flat's hyperplanes S and the others through its point (a
-    superset of the cells around a degenerate point); None if more than ``max_free`` hyperplanes meet there."""
-    T = np.concatenate([S, np.flatnonzero(amb)])
+def _cones_at(P: Problem, p: Array, T: Array, sig: Array, budget: int, deadline: float):
+    """The largest squared gradient norm over the cells around p, where exactly the hyperplanes T pass
+    (the others with signs ``sig``): the cones of a central arrangement, solved in the directions y - p.
+
+    Returns (value2, signs on T of the best cone, a direction into it) or (value2, None, None) when no
+    cone was realised; None when the work does not fit.
+    """
+    WT = P.W[T]
+    _, sv, Vt = np.linalg.svd(WT, full_matrices=False)
+    V = Vt[: int(np.sum(sv > sv[0] * 1e-10))].T  # the cones are products with the lineality space V's complement
+    Q = Problem(W=WT @ V, b=np.zeros(len(T)), D=P.D[T], g0=P.g0 + sig @ P.D, perp2=P.perp2, V=V,
+                x_offset=np.zeros(P.r), center=np.zeros(V.shape[1]), radius=None, free=T)
+    if Q.k <= Q.r:  # independent normals: every sign choice is a cone
+        B = _bits(Q.k)
+        values = Q.norms(B)
+        j = int(np.argmax(values))
+        return float(values[j]) ** 2, B[j], V @ np.linalg.lstsq(Q.W, 2 * B[j] - 1, rcond=None)[0]
+    res = _solve_central(Q, np.zeros(Q.r), budget, deadline)
+    if res is None or not res.complete:
+        return None
+    if res.witness is None:
+        return res.upper**2, None, None
+    delta = res.witness  # Q.to_x: a direction in P's coordinates
+    return res.upper**2, (WT @ delta > 0).astype(float), delta
+
+
+def _superset_value(P: Problem, T: Array, sig: Array, amb: Array, max_free: int = 18) -> float | None:
+    """Max squared norm over every sign of the hyperplanes T through a point (the others with signs ``sig``
+    where not ``amb``): a superset of the cells around it; None if more than ``max_free`` meet there."""
     if len(T) > max_free:
         return None
     base = P.g0 + (sig * ~amb) @ P.D
@@ -365,11 +408,11 @@ def _superset_value(P: Problem, S: Array, sig: Array, amb: Array, max_free: int 
 
 
 class _TopCandidates:
-    """The ``top`` largest (value, point, flat, signs) seen so far, largest first."""
+    """The ``top`` largest (value, point, hyperplanes, signs, direction or None) seen so far, largest first."""
 
     def __init__(self, top: int):
         self.top = top
-        self.items: list[tuple[float, Array, tuple, Array]] = []
+        self.items: list[tuple[float, Array, tuple, Array, Array | None]] = []
 
     def add(self, vals2: Array, pts: Array, S: Array, B: Array) -> None:
         flat = vals2.reshape(-1)
@@ -380,15 +423,22 @@ class _TopCandidates:
             if flat[j] < 0:
                 continue
             c, bi = divmod(int(j), per_point)
-            self.items.append((math.sqrt(flat[j]), pts[c], tuple(S[c]), B[bi]))
+            self.items.append((math.sqrt(flat[j]), pts[c], tuple(S[c]), B[bi], None))
+        self._trim()
+
+    def push(self, value: float, p: Array, T: tuple, beta: Array, delta: Array) -> None:
+        self.items.append((value, p, T, beta, delta))
+        self._trim()
+
+    def _trim(self) -> None:
         self.items.sort(key=lambda t: -t[0])
         del self.items[self.top:]
 
 
 def _first_witness(P: Problem, candidates) -> tuple[Array, float] | None:
     """The first candidate realised by a nearby point of its cell: (point y, its gradient norm)."""
-    for _value, p, S, beta in candidates:
-        y = _witness_near(P, p, list(S), beta)
+    for _value, p, S, beta, delta in candidates:
+        y = _witness_near(P, p, list(S), beta, delta)
         if y is None:
             continue
         pattern = (P.W @ y + P.b > 0).astype(float)
@@ -396,13 +446,14 @@ def _first_witness(P: Problem, candidates) -> tuple[Array, float] | None:
     return None
 
 
-def _witness_near(P: Problem, p: Array, S: list[int], beta: Array) -> Array | None:
-    """A point of the open cell with signs ``beta`` on the hyperplanes S through p (others as at p)."""
+def _witness_near(P: Problem, p: Array, S: list[int], beta: Array, delta: Array | None = None) -> Array | None:
+    """A point of the open cell with signs ``beta`` on the hyperplanes S through p (others as at p),
+    tried along ``delta`` (default: the least-squares direction giving S the signs beta), else by an LP."""
     target = np.where(P.W @ p + P.b > 0, 1.0, 0.0)
     if S:
         target[S] = beta
-        WS = P.W[S]
-        delta = np.linalg.lstsq(WS, 2 * beta - 1, rcond=None)[0]
+        if delta is None:
+            delta = np.linalg.lstsq(P.W[S], 2 * beta - 1, rcond=None)[0]
     else:
         delta = np.zeros(P.r)
     h = P.W @ p + P.b
