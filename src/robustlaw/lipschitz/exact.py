@@ -660,7 +660,8 @@ def central_slices(P: Problem, p0: Array) -> list[Problem]:
 
 
 def _solve(P: Problem, budget: int, deadline: float) -> ExactResult | None:
-    """Whichever covering method is cheaper for P (flats or sorted patterns); None if neither fits."""
+    """The cheaper covering method for P (flats or sorted patterns) that is exact, else the tightest
+    sound result of those that fit; None if neither fits."""
     choices = []
     cost = flat_cost(P.k, P.r, P.radius is not None)
     if cost <= budget:
@@ -669,11 +670,14 @@ def _solve(P: Problem, budget: int, deadline: float) -> ExactResult | None:
         # expected LP count is small when most patterns are realizable; the enumeration itself is 2^k
         frac = sum(math.comb(P.k, i) for i in range(min(P.r, P.k) + 1)) / 2**P.k
         choices.append((2**P.k * 4 + 2000 / max(frac, 1e-6), "patterns"))
+    found = []
     for _, how in sorted(choices):
         result = flat_enumeration(P, budget, deadline) if how == "flats" else sorted_patterns(P, deadline)
-        if result is not None:
+        if result is not None and result.exact:
             return result
-    return None
+        if result is not None and result.complete:
+            found.append(result)
+    return min(found, key=lambda res: res.upper, default=None)
 
 
 def _solve_central(P: Problem, p0: Array, budget: int, deadline: float) -> ExactResult | None:
