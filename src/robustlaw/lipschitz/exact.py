@@ -388,6 +388,8 @@ def _cones_at(P: Problem, p: Array, T: Array, sig: Array, budget: int, deadline:
         values = Q.norms(B)
         j = int(np.argmax(values))
         return float(values[j]) ** 2, B[j], V @ np.linalg.lstsq(Q.W, 2 * B[j] - 1, rcond=None)[0]
+    if Q.r < 2:  # parallel normals through one point: not merged, but too close to tell apart
+        return None
     res = _solve_central(Q, np.zeros(Q.r), budget, deadline)
     if res is None or not res.complete:
         return None
