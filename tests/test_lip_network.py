@@ -8,7 +8,8 @@ from conftest import random_net
 from torch import nn
 
 from robustlaw.errors import RobustlawError
-from robustlaw.lipschitz.network import Activation, from_torch, load_npz
+from robustlaw.lipschitz.files import load_npz
+from robustlaw.lipschitz.network import Activation, from_torch
 from robustlaw.models import mlp, two_layer
 
 

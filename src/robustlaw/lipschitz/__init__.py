@@ -18,7 +18,8 @@ from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain
 from robustlaw.lipschitz.exact import exact_two_layer
 from robustlaw.lipschitz.lower import gradient_norms, mean_gradient_norm, search_lower, walk_grids, walk_regions, witness_norm
-from robustlaw.lipschitz.network import Net, as_net, from_torch, load_npz
+from robustlaw.lipschitz.files import load_model, load_npz
+from robustlaw.lipschitz.network import Net, as_net, from_torch
 from robustlaw.lipschitz.upper import upper_bound
 
 
@@ -195,4 +196,4 @@ def _exact_phase(net: Net, domain: Domain, deadline: float) -> _Exact | None:
     return _Exact(best.upper, best.method, best.info, witnesses)
 
 __all__ = ["Bracket", "Domain", "Net", "as_net", "certify", "exact_two_layer", "from_torch", "gradient_norms",
-           "load_npz", "mean_gradient_norm", "search_lower", "upper_bound", "witness_norm"]
+           "load_model", "load_npz", "mean_gradient_norm", "search_lower", "upper_bound", "witness_norm"]

@@ -3,8 +3,8 @@
 Every Lipschitz method works on a :class:`Net`: affine layers ``x -> W_i x + b_i`` with an
 elementwise activation between consecutive layers and a scalar output. A :class:`Net` is built
 from a ``torch.nn.Sequential`` (any robustlaw model, or any Sequential of ``Linear`` layers and
-supported activations) with :func:`from_torch`, or from an interchange file with :func:`load_npz`:
-an ``.npz`` holding ``W1, b1, ..., WL, bL`` with ReLU between layers and one output.
+supported activations) with :func:`from_torch`, or from a file with :mod:`robustlaw.lipschitz.files`
+(``.npz`` holding ``W1, b1, ..., WL, bL`` with ReLU between layers and one output, or a torch file).
 
 Gradients are computed here in float64 by hand (no autograd), so a lower bound is reproducible
 from its witness point by anyone holding the weights.
@@ -12,7 +12,6 @@ from its witness point by anyone holding the weights.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,6 +244,8 @@ def from_torch(model: nn.Module) -> Net:
     pending = False  # the last item appended to weights is still open for merging with the next Linear
     for module in _flatten(model):
         if isinstance(module, nn.Linear):
+            if module.weight.is_complex() or (module.bias is not None and module.bias.is_complex()):
+                raise RobustlawError("a Linear layer holds complex numbers; robustlaw certifies real networks")
             W = module.weight.detach().double().cpu().numpy().copy()
             b = (module.bias.detach().double().cpu().numpy().copy() if module.bias is not None
                  else np.zeros(W.shape[0]))
@@ -284,58 +285,13 @@ def _check_finite(net: Net) -> None:
             raise RobustlawError(f"layer {i} has NaN or infinite weights")
 
 
-def load_npz(path: str | Path) -> Net:
-    """Read the interchange format: ``W1, b1, ..., WL, bL`` (layer i: x -> Wi x + bi, ReLU between layers,
-    one output). Every problem is reported as one line naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise RobustlawError(f"{path}: no such file")
-    try:
-        data = np.load(path, allow_pickle=False)
-        arrays = {k: data[k] for k in data.files}
-    except Exception as error:  # zip errors, pickled objects, truncated files
-        raise RobustlawError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
-    names = set(arrays)
-    numbers = sorted({int(m.group(2)) for k in names if (m := re.fullmatch(r"([Wb])(\d+)", k))})
-    if not numbers:
-        raise RobustlawError(f"{path}: no layers found: expected arrays named W1, b1, ..., WL, bL, got "
-                             f"{', '.join(sorted(names)) or 'nothing'}")
-    L = numbers[-1]
-    missing = [f"{c}{i}" for i in range(1, L + 1) for c in "Wb" if f"{c}{i}" not in names]
-    if missing:
-        raise RobustlawError(f"{path}: missing {', '.join(missing)} (a network of {L} layers needs W1, b1, ..., W{L}, b{L})")
-    extra = sorted(names - {f"{c}{i}" for i in range(1, L + 1) for c in "Wb"})
-    if extra:
-        raise RobustlawError(f"{path}: unexpected arrays {', '.join(extra)} (expected only W1, b1, ..., W{L}, b{L})")
-    weights, biases = [], []
-    for i in range(1, L + 1):
-        W, b = arrays[f"W{i}"], arrays[f"b{i}"]
-        if not (np.issubdtype(W.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
-            raise RobustlawError(f"{path}: W{i} and b{i} must be numeric arrays")
-        if W.ndim != 2:
-            raise RobustlawError(f"{path}: W{i} must be a matrix, got shape {W.shape}")
-        b = b.reshape(-1) if b.ndim == 2 and 1 in b.shape else b
-        if b.ndim != 1 or b.shape[0] != W.shape[0]:
-            raise RobustlawError(f"{path}: shape mismatch: b{i} has shape {b.shape} but W{i} has {W.shape[0]} rows")
-        if weights and W.shape[1] != weights[-1].shape[0]:
-            raise RobustlawError(f"{path}: shape mismatch: W{i} has {W.shape[1]} columns but layer {i - 1} has "
-                                 f"{weights[-1].shape[0]} outputs")
-        if not (np.isfinite(W).all() and np.isfinite(b).all()):
-            bad = f"W{i}" if not np.isfinite(W).all() else f"b{i}"
-            raise RobustlawError(f"{path}: {bad} contains NaN or infinite values")
-        if W.size == 0:
-            raise RobustlawError(f"{path}: W{i} is empty (shape {W.shape})")
-        weights.append(W.astype(float))
-        biases.append(b.astype(float))
-    if weights[-1].shape[0] != 1:
-        raise RobustlawError(f"{path}: the last layer must have one output, but W{L} has {weights[-1].shape[0]} rows")
-    return Net(tuple(weights), tuple(biases), tuple(RELU for _ in range(L - 1)))
-
-
 def as_net(model) -> Net:
-    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` file."""
+    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` or ``.pt`` file (read by
+    :func:`robustlaw.lipschitz.files.load_model`)."""
     if isinstance(model, Net):
         return model
     if isinstance(model, (str, Path)):
-        return load_npz(model)
+        from robustlaw.lipschitz.files import load_model  # files builds on this module
+
+        return load_model(model)
     return from_torch(model)
