@@ -57,9 +57,10 @@ def load_model(path: str | Path) -> Net:
 
 
 def _short(text: str, limit: int = 40) -> str:
-    """``text`` printable on one line and at most about ``limit`` characters."""
+    """``text`` printable on one line and at most ``limit`` characters (its start and its end)."""
     text = repr(str(text))[1:-1]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    head = (limit - 3) // 2
+    return text if len(text) <= limit else text[:head] + "..." + text[len(text) - (limit - 3 - head):]
 
 
 def _names(names, limit: int = 5) -> str:

@@ -12,6 +12,7 @@ from its witness point by anyone holding the weights.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,6 +178,28 @@ class Net:
             delta = (delta * self.acts[i].slope(pre[i])) @ self.weights[i]
         return np.array(delta)
 
+    def balanced(self) -> tuple[Net, float]:
+        """An equivalent network at unit scale and the factor ``c`` with ``f = c * f'``.
+
+        For positively homogeneous activations (ReLU, LeakyReLU, identity: act(s t) = s act(t), s > 0),
+        layer i is divided by s_i = 2^e_i, the power of two putting max|W_i| / s_i in [0.5, 1), and its
+        bias by s_1 ... s_i; then f = c f' with c = s_1 ... s_L, so Lip(f) = c Lip(f'), grad f = c grad f',
+        and f' has the same activation patterns and witness points. The largest entry is the scale
+        because it is exact and cannot overflow (a Frobenius or spectral norm squares entries, which
+        overflows above 1e154); powers of two make the division exact, so every number computed on f'
+        is the one computed on f divided by c, without overflow (barring entries ~1e308 times smaller
+        than their layer's largest, which underflow). ``c`` is ``inf`` (or 0) when the scale leaves
+        float64; :func:`check_scale` refuses those.
+
+        Other activations are not scale-covariant: ``(self, 1.0)``, unless some |w| > 1e150 (its
+        square overflows float64), which raises :class:`RobustlawError`.
+        """
+        net, exponent = _balance(self)
+        try:
+            return net, math.ldexp(1.0, exponent)
+        except OverflowError:
+            return net, math.inf
+
     def to_torch(self, dtype: torch.dtype = torch.float64) -> Network:
         """The same function as a robustlaw :class:`Network` (for autograd cross-checks)."""
         modules: list[nn.Module] = []
@@ -198,6 +221,50 @@ class Net:
         for i, (W, b) in enumerate(zip(self.weights, self.biases), start=1):
             arrays[f"W{i}"], arrays[f"b{i}"] = W, b
         np.savez(path, **arrays)
+
+
+HUGE_WEIGHT = 1e150
+"""Weights above this overflow float64 when squared; only scale-covariant networks can be rescaled."""
+
+
+def _balance(net: Net) -> tuple[Net, int]:
+    """:meth:`Net.balanced` with the factor as a power of two: ``(f', E)`` with f = 2^E f'."""
+    if not net.piecewise_linear:
+        big = max(float(np.abs(W).max()) for W in net.weights)
+        if big > HUGE_WEIGHT:
+            kinds = "/".join(sorted({a.describe() for a in net.acts}))
+            raise RobustlawError(f"weights up to {big:.3g} are too large to certify in float64 with {kinds} "
+                                 f"activations (only ReLU, LeakyReLU and linear networks are rescaled)")
+        return net, 0
+    exponents = [int(np.frexp(np.abs(W).max())[1]) for W in net.weights]  # 0 for an all-zero layer
+    cumulative = np.cumsum(exponents)
+    weights = tuple(np.ldexp(W, -e) for W, e in zip(net.weights, exponents))
+    biases = tuple(np.ldexp(b, -int(E)) for b, E in zip(net.biases, cumulative))
+    return Net(weights, biases, net.acts), int(cumulative[-1])
+
+
+def check_scale(net: Net) -> tuple[Net, float]:
+    """``net.balanced()``, or one :class:`RobustlawError` line if its answers cannot be finite in float64.
+
+    Refused: a balanced network with infinite biases, or one where c times the product of the layers'
+    Frobenius norms and the activations' largest slopes (a bound on Lip(f) on R^d for ReLU-type
+    networks) exceeds float64's largest number. The bound is summed in log2, so the check cannot
+    overflow itself.
+    """
+    balanced, exponent = _balance(net)
+    if not all(np.isfinite(b).all() for b in balanced.biases):
+        raise RobustlawError("the biases are too large next to the weights to certify in float64")
+    log2_bound = float(exponent)
+    for W in balanced.weights:
+        top = float(np.abs(W).max())
+        log2_bound += math.log2(top) + math.log2(np.linalg.norm(W / top)) if top > 0 else -math.inf
+    for act in balanced.acts:
+        if act.piecewise_linear:
+            log2_bound += math.log2(max(1.0, float(np.abs(act.slope(np.array([-1.0, 1.0]))).max())))
+    if log2_bound >= 1024 or exponent >= 1024:
+        raise RobustlawError(f"the Lipschitz constant may reach 1e{log2_bound * math.log10(2):.0f}, beyond "
+                             "float64's largest number (1.8e308): the weights are too large to certify")
+    return balanced, math.ldexp(1.0, exponent)
 
 
 def _torch_activation(act: Activation) -> nn.Module:
