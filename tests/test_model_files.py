@@ -236,3 +236,16 @@ def test_unscalable_activations(rng):
     huge = Net((net.weights[0] * 1e160, net.weights[1]), net.biases, net.acts)
     with pytest.raises(RobustlawError, match="weights up to 1.*e\\+160 are too large to certify in float64"):
         huge.balanced()
+
+
+@pytest.mark.parametrize("module, message", [
+    (nn.Softplus(beta=0.0), "Softplus beta must be positive"),
+    (nn.LeakyReLU(float("nan")), "LeakyReLU slope nan is not finite"),
+    (Power(2), "Power q must be an integer >= 1, got -1"),
+])
+def test_crafted_activation_parameters(tmp_path, module, message):
+    if isinstance(module, Power):
+        module.q = -1
+    torch.save(nn.Sequential(nn.Linear(2, 3), module, nn.Linear(3, 1)), tmp_path / "m.pt")
+    with pytest.raises(RobustlawError, match=message):
+        load_model(tmp_path / "m.pt")

@@ -18,6 +18,7 @@ Every problem is one :class:`~robustlaw.errors.RobustlawError` line naming the f
 from __future__ import annotations
 
 import io
+import math
 import re
 import warnings
 import zipfile
@@ -194,11 +195,23 @@ def load_torch(path: str | Path) -> Net:
     if not isinstance(obj, nn.Module):
         raise RobustlawError(f"{path}: expected a torch Sequential or a state_dict, got {_short(type(obj).__name__)}")
     try:
+        _check_parameters(obj)
         return from_torch(obj)
     except RobustlawError as error:
         raise RobustlawError(f"{path}: {error}") from None
     except (AttributeError, TypeError, ValueError, RuntimeError, OverflowError) as error:  # crafted attributes
         raise RobustlawError(f"{path}: malformed module ({type(error).__name__}: {_short(error, 120)})") from None
+
+
+def _check_parameters(model: nn.Module) -> None:
+    """Activation parameters a file could set to anything: finite slopes, beta > 0, integer powers >= 1."""
+    for module in model.modules():
+        if isinstance(module, nn.LeakyReLU) and not np.isfinite(float(module.negative_slope)):
+            raise RobustlawError(f"LeakyReLU slope {_short(module.negative_slope)} is not finite")
+        if isinstance(module, nn.Softplus) and not 0 < float(module.beta) < math.inf:
+            raise RobustlawError(f"Softplus beta must be positive and finite, got {_short(module.beta)}")
+        if isinstance(module, Power) and not (isinstance(module.q, int) and module.q >= 1):
+            raise RobustlawError(f"Power q must be an integer >= 1, got {_short(module.q)}")
 
 
 def _torch_load(path: Path):
