@@ -9,7 +9,8 @@ from conftest import random_net
 from torch import nn
 
 from robustlaw.errors import RobustlawError
-from robustlaw.lipschitz.network import from_torch, load_npz
+from robustlaw.lipschitz.files import load_npz
+from robustlaw.lipschitz.network import from_torch
 from robustlaw.models import mlp, two_layer
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robustlaw.errors import RobustlawError
 from robustlaw.registry import Registry
 
 Array = np.ndarray
@@ -102,6 +103,8 @@ class PiecewiseLinear(Activation):
     positively_homogeneous = True
 
     def __init__(self, alpha: float):
+        if not np.isfinite(alpha):
+            raise RobustlawError(f"LeakyReLU slope {alpha} is not finite")
         self.alpha = float(alpha)
 
     @property
@@ -223,6 +226,8 @@ class Softplus(Activation):
     torch_types = (nn.Softplus,)
 
     def __init__(self, beta: float = 1.0):
+        if not 0 < float(beta) < np.inf:
+            raise RobustlawError(f"Softplus beta must be positive and finite, got {beta}")
         self.beta = float(beta)
 
     @classmethod
@@ -273,6 +278,8 @@ class Poly(Activation):
     torch_types = (Power,)
 
     def __init__(self, q: int = 2):
+        if not (isinstance(q, (int, np.integer)) and not isinstance(q, bool) and q >= 1):
+            raise RobustlawError(f"Power q must be an integer >= 1, got {q!r}")
         self.q = int(q)
 
     @classmethod

@@ -287,24 +287,6 @@ def _method_names() -> list[str]:
     return METHODS.names()
 
 
-def load_model(path: Path):
-    """A network from an .npz interchange file or a torch.save'd Sequential (.pt / .pth)."""
-    from robustlaw.lipschitz import load_npz
-
-    if path.suffix == ".npz":
-        return load_npz(path)
-    if path.suffix in (".pt", ".pth"):
-        import torch
-
-        if not path.exists():
-            raise RobustlawError(f"{path}: no such file")
-        try:
-            return torch.load(path, weights_only=False, map_location="cpu")
-        except Exception as error:
-            raise RobustlawError(f"{path}: not a readable torch file ({type(error).__name__}: {error})") from None
-    raise RobustlawError(f"{path}: unknown model format {path.suffix or '(none)'!r} (expected .npz or .pt)")
-
-
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--domain", "domain_text", default="global", show_default=True,
@@ -320,16 +302,21 @@ def load_model(path: Path):
 def lip(model: Path, domain_text: str, time_limit: float, seed: int, methods: tuple[str, ...], as_json: bool):
     """Certify the Lipschitz constant of MODEL: a bracket [lower, upper] on a domain.
 
-    MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output) or a
-    torch.save'd Sequential. lower is the gradient norm at the returned witness point; upper is a
-    certificate no point of the domain can exceed.
+    MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output), or a .pt /
+    .pth file: a torch.save'd Sequential of Linear layers and activations (ReLU, LeakyReLU, Tanh,
+    Softplus, Sigmoid, robustlaw's Power), or the state_dict of a Sequential of Linear layers (keys
+    0.weight, 0.bias, 2.weight, ..., read with ReLU between layers). Torch files are read without
+    running code: anything else in them is refused.
+
+    lower is the gradient norm at the returned witness point; upper is a certificate no point of
+    the domain can exceed.
     """
     import json
 
-    from robustlaw.lipschitz import as_net, certify, parse_domain
+    from robustlaw.lipschitz import certify, load_model, parse_domain
 
     domain = parse_domain(domain_text)
-    net = as_net(load_model(model))
+    net = load_model(model)
     bracket = certify(net, domain, seed=seed, time_limit=time_limit, methods=methods or None)
     if as_json:
         click.echo(json.dumps(bracket.to_dict()))

@@ -3,8 +3,8 @@
 Every Lipschitz method works on a :class:`Net`: affine layers ``x -> W_i x + b_i`` with an
 elementwise activation between consecutive layers and a scalar output. A :class:`Net` is built
 from a ``torch.nn.Sequential`` (any robustlaw model, or any Sequential of ``Linear`` layers and
-supported activations) with :func:`from_torch`, or from an interchange file with :func:`load_npz`:
-an ``.npz`` holding ``W1, b1, ..., WL, bL`` with ReLU between layers and one output.
+supported activations) with :func:`from_torch`, or from a file with :mod:`robustlaw.lipschitz.files`
+(``.npz`` holding ``W1, b1, ..., WL, bL`` with ReLU between layers and one output, or a torch file).
 
 Gradients are computed here in float64 by hand (no autograd), so a lower bound is reproducible
 from its witness point by anyone holding the weights.
@@ -12,7 +12,7 @@ from its witness point by anyone holding the weights.
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from robustlaw.activations import ACTIVATIONS, RELU, Activation, Identity, Piece
 from robustlaw.errors import RobustlawError
 from robustlaw.models import Network
 
-__all__ = ["RELU", "Activation", "Net", "as_net", "from_torch", "load_npz"]
+__all__ = ["RELU", "Activation", "Net", "as_net", "check_scale", "from_torch"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +89,28 @@ class Net:
             delta = (delta * self.acts[i].slope(pre[i])) @ self.weights[i]
         return np.array(delta)
 
+    def balanced(self) -> tuple[Net, float]:
+        """An equivalent network at unit scale and the factor ``c`` with ``f = c * f'``.
+
+        For positively homogeneous activations (ReLU, LeakyReLU, identity: act(s t) = s act(t), s > 0),
+        layer i is divided by s_i = 2^e_i, the power of two putting max|W_i| / s_i in [0.5, 1), and its
+        bias by s_1 ... s_i; then f = c f' with c = s_1 ... s_L, so Lip(f) = c Lip(f'), grad f = c grad f',
+        and f' has the same activation patterns and witness points. The largest entry is the scale
+        because it is exact and cannot overflow (a Frobenius or spectral norm squares entries, which
+        overflows above 1e154); powers of two make the division exact, so every number computed on f'
+        is the one computed on f divided by c, without overflow (barring entries ~1e308 times smaller
+        than their layer's largest, which underflow). ``c`` is ``inf`` (or 0) when the scale leaves
+        float64; :func:`check_scale` refuses those.
+
+        Other activations are not scale-covariant: ``(self, 1.0)``, unless some |w| > 1e150 (its
+        square overflows float64), which raises :class:`RobustlawError`.
+        """
+        net, exponent = _balance(self)
+        try:
+            return net, math.ldexp(1.0, exponent)
+        except OverflowError:
+            return net, math.inf
+
     def to_torch(self, dtype: torch.dtype = torch.float64) -> Network:
         """The same function as a robustlaw :class:`Network` (for autograd cross-checks)."""
         modules: list[nn.Module] = []
@@ -112,6 +134,50 @@ class Net:
         np.savez(path, **arrays)
 
 
+HUGE_WEIGHT = 1e150
+"""Weights above this overflow float64 when squared; only scale-covariant networks can be rescaled."""
+
+
+def _balance(net: Net) -> tuple[Net, int]:
+    """:meth:`Net.balanced` with the factor as a power of two: ``(f', E)`` with f = 2^E f'."""
+    if not net.piecewise_linear:
+        big = max(float(np.abs(W).max()) for W in net.weights)
+        if big > HUGE_WEIGHT:
+            kinds = "/".join(sorted({a.describe() for a in net.acts}))
+            raise RobustlawError(f"weights up to {big:.3g} are too large to certify in float64 with {kinds} "
+                                 f"activations (only ReLU, LeakyReLU and linear networks are rescaled)")
+        return net, 0
+    exponents = [int(np.frexp(np.abs(W).max())[1]) for W in net.weights]  # 0 for an all-zero layer
+    cumulative = np.cumsum(exponents)
+    weights = tuple(np.ldexp(W, -e) for W, e in zip(net.weights, exponents))
+    biases = tuple(np.ldexp(b, -int(E)) for b, E in zip(net.biases, cumulative))
+    return Net(weights, biases, net.acts), int(cumulative[-1])
+
+
+def check_scale(net: Net) -> tuple[Net, float]:
+    """``net.balanced()``, or one :class:`RobustlawError` line if its answers cannot be finite in float64.
+
+    Refused: a balanced network with infinite biases, or one where c times the product of the layers'
+    Frobenius norms and the activations' largest slopes (a bound on Lip(f) on R^d for ReLU-type
+    networks) exceeds float64's largest number. The bound is summed in log2, so the check cannot
+    overflow itself.
+    """
+    balanced, exponent = _balance(net)
+    if not all(np.isfinite(b).all() for b in balanced.biases):
+        raise RobustlawError("the biases are too large next to the weights to certify in float64")
+    log2_bound = float(exponent)
+    for W in balanced.weights:
+        top = float(np.abs(W).max())
+        log2_bound += math.log2(top) + math.log2(np.linalg.norm(W / top)) if top > 0 else -math.inf
+    for act in balanced.acts:
+        if act.piecewise_linear:
+            log2_bound += math.log2(max(1.0, float(np.abs(act.slope(np.array([-1.0, 1.0]))).max())))
+    if log2_bound >= 1024 or exponent >= 1024:
+        raise RobustlawError(f"the Lipschitz constant may reach 1e{log2_bound * math.log10(2):.0f}, beyond "
+                             "float64's largest number (1.8e308): the weights are too large to certify")
+    return balanced, math.ldexp(1.0, exponent)
+
+
 def _flatten(model: nn.Module) -> list[nn.Module]:
     if isinstance(model, nn.Sequential):
         return [m for child in model for m in _flatten(child)]
@@ -131,6 +197,8 @@ def from_torch(model: nn.Module) -> Net:
     pending = False  # the last item appended to weights is still open for merging with the next Linear
     for module in _flatten(model):
         if isinstance(module, nn.Linear):
+            if module.weight.is_complex() or (module.bias is not None and module.bias.is_complex()):
+                raise RobustlawError("a Linear layer holds complex numbers; robustlaw certifies real networks")
             W = module.weight.detach().double().cpu().numpy().copy()
             b = (module.bias.detach().double().cpu().numpy().copy() if module.bias is not None
                  else np.zeros(W.shape[0]))
@@ -170,58 +238,13 @@ def _check_finite(net: Net) -> None:
             raise RobustlawError(f"layer {i} has NaN or infinite weights")
 
 
-def load_npz(path: str | Path) -> Net:
-    """Read the interchange format: ``W1, b1, ..., WL, bL`` (layer i: x -> Wi x + bi, ReLU between layers,
-    one output). Every problem is reported as one line naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise RobustlawError(f"{path}: no such file")
-    try:
-        data = np.load(path, allow_pickle=False)
-        arrays = {k: data[k] for k in data.files}
-    except Exception as error:  # zip errors, pickled objects, truncated files
-        raise RobustlawError(f"{path}: not a readable .npz file ({type(error).__name__}: {error})") from None
-    names = set(arrays)
-    numbers = sorted({int(m.group(2)) for k in names if (m := re.fullmatch(r"([Wb])(\d+)", k))})
-    if not numbers:
-        raise RobustlawError(f"{path}: no layers found: expected arrays named W1, b1, ..., WL, bL, got "
-                             f"{', '.join(sorted(names)) or 'nothing'}")
-    L = numbers[-1]
-    missing = [f"{c}{i}" for i in range(1, L + 1) for c in "Wb" if f"{c}{i}" not in names]
-    if missing:
-        raise RobustlawError(f"{path}: missing {', '.join(missing)} (a network of {L} layers needs W1, b1, ..., W{L}, b{L})")
-    extra = sorted(names - {f"{c}{i}" for i in range(1, L + 1) for c in "Wb"})
-    if extra:
-        raise RobustlawError(f"{path}: unexpected arrays {', '.join(extra)} (expected only W1, b1, ..., W{L}, b{L})")
-    weights, biases = [], []
-    for i in range(1, L + 1):
-        W, b = arrays[f"W{i}"], arrays[f"b{i}"]
-        if not (np.issubdtype(W.dtype, np.number) and np.issubdtype(b.dtype, np.number)):
-            raise RobustlawError(f"{path}: W{i} and b{i} must be numeric arrays")
-        if W.ndim != 2:
-            raise RobustlawError(f"{path}: W{i} must be a matrix, got shape {W.shape}")
-        b = b.reshape(-1) if b.ndim == 2 and 1 in b.shape else b
-        if b.ndim != 1 or b.shape[0] != W.shape[0]:
-            raise RobustlawError(f"{path}: shape mismatch: b{i} has shape {b.shape} but W{i} has {W.shape[0]} rows")
-        if weights and W.shape[1] != weights[-1].shape[0]:
-            raise RobustlawError(f"{path}: shape mismatch: W{i} has {W.shape[1]} columns but layer {i - 1} has "
-                                 f"{weights[-1].shape[0]} outputs")
-        if not (np.isfinite(W).all() and np.isfinite(b).all()):
-            bad = f"W{i}" if not np.isfinite(W).all() else f"b{i}"
-            raise RobustlawError(f"{path}: {bad} contains NaN or infinite values")
-        if W.size == 0:
-            raise RobustlawError(f"{path}: W{i} is empty (shape {W.shape})")
-        weights.append(W.astype(float))
-        biases.append(b.astype(float))
-    if weights[-1].shape[0] != 1:
-        raise RobustlawError(f"{path}: the last layer must have one output, but W{L} has {weights[-1].shape[0]} rows")
-    return Net(tuple(weights), tuple(biases), tuple(RELU for _ in range(L - 1)))
-
-
 def as_net(model) -> Net:
-    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` file."""
+    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` or ``.pt`` file (read by
+    :func:`robustlaw.lipschitz.files.load_model`)."""
     if isinstance(model, Net):
         return model
     if isinstance(model, (str, Path)):
-        return load_npz(model)
+        from robustlaw.lipschitz.files import load_model  # files builds on this module
+
+        return load_model(model)
     return from_torch(model)
