@@ -85,6 +85,17 @@ def test_report_leaves_a_foreign_sqlite_file_untouched(cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no -wal, -shm or report folder
 
 
+def test_report_leaves_its_own_wal_database_and_folder_as_they_were(cli, tmp_path):
+    folder = tmp_path / "results"
+    with Store(folder / "results.db") as store:  # WAL mode, as sweeps write it
+        for i in range(8):
+            store.put(record(i))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code, _, err = cli("report", folder / "results.db", "--out", tmp_path / "report")
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # no -wal or -shm left beside it
+
+
 def test_report_opens_the_database_read_only(results_db):
     with Store(results_db, create=False) as store:
         assert len(store.records()) == 200

@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep);
 """
+#: SQLite's file header: bytes 18 and 19 (read and write format versions) are 2 in WAL mode.
+SQLITE_HEADER = 100
+WAL_FORMAT = 2
 #: The fields every stored record must hold.
 RECORD_KEYS = ("key", "sweep", "status")
 
@@ -73,15 +76,24 @@ class Store:
         except sqlite3.DatabaseError as error:
             raise self._error(error) from None
         except OSError as error:
-            raise RobustlawError(f"cannot create {self.path}: {error.strerror or error}") from None
+            raise RobustlawError(f"cannot open {self.path}: {error.strerror or error}") from None
 
     def _open_writable(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return _set_up(sqlite3.connect(self.path, timeout=30), self._create_schema)
 
     def _open_read_only(self) -> sqlite3.Connection:
-        uri = f"{self.path.absolute().as_uri()}?mode=ro"
+        uri = f"{self.path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if self._settled_wal() else "")
         return _set_up(sqlite3.connect(uri, uri=True, timeout=30), self._require_runs_table)
+
+    def _settled_wal(self) -> bool:
+        """A WAL-mode file with no -wal beside it: no writer is connected and every commit is in the
+        file itself. It is then read as immutable, since a read-only WAL connection would otherwise
+        leave new -wal and -shm files beside it."""
+        with open(self.path, "rb") as file:
+            header = file.read(SQLITE_HEADER)
+        is_wal = len(header) == SQLITE_HEADER and header[18] == header[19] == WAL_FORMAT
+        return is_wal and not Path(f"{self.path}-wal").exists()
 
     @staticmethod
     def _create_schema(db: sqlite3.Connection) -> None:
