@@ -175,7 +175,7 @@ def bs21_options(command):
     options = [
         number("--sigma", default=1.0, show_default=True, help="Noise level sigma = sqrt(E Var(y|x))."),
         number("--eps", default=None,
-                     help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2: fit half the noise)."),
+               help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2: fit half the noise)."),
         number("--W", "W", default=1.0, show_default=True, help="Diameter of the parameter set."),
         number("--c", "c", default=1.0, show_default=True, help="Isoperimetry constant c."),
         number("--delta", default=0.01, show_default=True, help="Failure probability delta."),
@@ -196,7 +196,7 @@ def _status(ok: bool | None) -> str:
 @number("--d", "d", required=True, help="Data dimension (or an effective dimension).")
 @number("--params", "P", required=True, help="Parameter count P of the model class.")
 @number("--J", "J", default=None, help="Lipschitz constant of the parametrisation (default 1, "
-              "or R (W Q P)^D with --depth).")
+        "or R (W Q P)^D with --depth).")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Depth D: take J = R (W Q P)^D (BS21 Lemma 3.1), in log space if J overflows.")
 @number("--radius", "R", default=1.0, show_default=True, help="Data radius R for --depth.")
@@ -208,7 +208,7 @@ def _status(ok: bool | None) -> str:
               help="Mixture components k (condition (8)).")
 @number("--sparsity", default=None, help="s: s-sparse parameters, eq. (11) instead of (10).")
 @number("--lip", default=None, help="Candidate L for the dimension condition (9) "
-              "(default: the bound's own value).")
+        "(default: the bound's own value).")
 @number("--width", "k", default=None, help="Two-layer width k: also print BLN20's sqrt(n/k).")
 @number("--mask-l1", default=None, help="No Free Prune: E||mask||_1 (with --mask-info).")
 @number("--mask-info", default=None, help="No Free Prune: I(mask; data) in nats.")
@@ -325,16 +325,7 @@ def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, ep
     if data is not None:
         if effective_dim is not None:
             raise RobustlawError("give either --effective-dim or --data, not both")
-        from robustlaw.effdim import estimate, load_points, subsample
-
-        X, name = load_points(data)
-        effective_dim = estimate(subsample(X, max_points), method).value
-        source = f"{method} estimate on {name}"
-        n = float(len(X)) if n is None else n
-        d = float(X.shape[1]) if d is None else d
-        if effective_dim > d:  # nearest-neighbour estimates scatter around d on full-rank data
-            source += f"; estimate {effective_dim:.3g} above d = {d:g}, taken as d"
-            effective_dim = d
+        n, d, effective_dim, source = _dimension_from_data(data, method, max_points, n, d)
     if n is None or d is None:
         raise RobustlawError("predict needs --n and --d (or --data to take them from)")
     if effective_dim is None:
@@ -356,6 +347,22 @@ def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, ep
             ("P below which BS21 forbids Lip <= L", f"{bs:.3g}",
              "eq. (10) solved for P: (n d_eff (eps/(sigma L sqrt(C2 c)))^2 - log(4/delta)) / log(1+60WJ/eps)")]
     _emit(payload, rows, as_json, f"parameters for Lip <= {target_lip:g}: n={n:g}, d={d:g}")
+
+
+def _dimension_from_data(data: str, method: str, max_points: int, n: float | None, d: float | None):
+    """(n, d, d_eff, source) for ``predict --data``: n and d default to the data's; an estimate
+    above d (nearest-neighbour estimates scatter around d on full-rank data) is taken as d, with a note."""
+    from robustlaw.effdim import estimate, load_points, subsample
+
+    X, name = load_points(data)
+    effective_dim = estimate(subsample(X, max_points), method).value
+    source = f"{method} estimate on {name}"
+    n = float(len(X)) if n is None else n
+    d = float(X.shape[1]) if d is None else d
+    if effective_dim > d:
+        source += f"; estimate {effective_dim:.3g} above d = {d:g}, taken as d"
+        effective_dim = d
+    return n, d, effective_dim, source
 
 
 def load_model(path: Path):
