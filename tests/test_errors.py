@@ -120,7 +120,7 @@ def test_unwritable_out_is_one_line(cli, results_db, tmp_path, command, out):
     regular.write_text("a file, not a folder")
     out = out.replace("FILE", str(regular))
     args = ["run", "--out", out] if command == "run" else ["report", results_db, "--out", out]
-    assert_one_error_line(cli(*args), "--out")
+    assert_one_error_line(cli(*args), "output folder")
     assert regular.read_text() == "a file, not a folder"
 
 

@@ -50,11 +50,11 @@ def writable_out_dir(path: Path) -> Path:
     """
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise RobustlawError(f"--out {path}: {existing} is not a folder")
+        raise RobustlawError(f"output folder {path}: {existing} is not a folder")
     try:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as error:
-        raise RobustlawError(f"--out {path}: cannot write in {existing} ({error.strerror or error})") from None
+        raise RobustlawError(f"output folder {path}: cannot write in {existing} ({error.strerror or error})") from None
     return path
 
 
