@@ -105,3 +105,13 @@ def test_blocked_neighbour_search_matches_the_kd_tree():
     X = np.random.default_rng(6).standard_normal((1200, 40))  # d > KDTREE_MAX_DIM, more rows than one block
     expected = cKDTree(X).query(X, k=6)[0][:, 1:]
     assert np.allclose(effdim._neighbour_distances(X, 5), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["twonn", "mle"])
+def test_estimates_are_scale_invariant_down_to_the_float_range(method):
+    X = manifold(600, 10, np.random.default_rng(5), intrinsic_dim=3)
+    base = effdim.estimate(X, method).value
+    assert np.isfinite(base)
+    for scale in (1e200, 1e-200):
+        assert effdim.estimate(X * scale, method).value == pytest.approx(base, rel=1e-9)
+    assert effdim.estimate(np.ldexp(X, 700), method).value == base  # a power of two: exactly the same

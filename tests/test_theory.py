@@ -149,3 +149,17 @@ def test_predict_command_reproduces_slides():
     assert 0 < imagenet["params_bs21"] < imagenet["params_law"]
     bad = CliRunner().invoke(main, ["predict", "--n", "10", "--d", "5", "--effective-dim", "9", "--target-lip", "1"])
     assert isinstance(bad.exception, RobustlawError)
+
+
+def test_sources_cite_the_papers_not_private_notes():
+    import inspect
+
+    from robustlaw import cli, effdim
+
+    for module in (theory, cli, effdim):
+        assert "seed 00" not in inspect.getsource(module), module.__name__
+    text = inspect.getsource(theory)
+    for arxiv in ("2105.12806", "2009.14444", "2402.01089"):
+        assert f"arXiv:{arxiv}" in text
+    help_text = CliRunner().invoke(main, ["bound", "--help"]).output
+    assert "seed 004" not in help_text and "2105.12806" in help_text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +42,30 @@ def print_summary(records: list[dict], title: str) -> None:
     console.print(f"(the law predicts alpha = {LAW_EXPONENT} for the smoothest interpolator; 95% bootstrap intervals)")
 
 
+def writable_out_dir(path: Path) -> Path:
+    """``path`` if a folder can be made or written there, else one error line; creates nothing.
+
+    Probes the nearest existing ancestor with a temporary file, so /proc/x, a path under a regular
+    file, /dev/null or a read-only folder are refused before any work is done.
+    """
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise RobustlawError(f"output folder {path}: {existing} is not a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise RobustlawError(f"output folder {path}: cannot write in {existing} ({error.strerror or error})") from None
+    return path
+
+
+def save_report(records: list[dict], out: Path, **text) -> Path:
+    """:func:`write_report` with file-system failures (a full disk, a vanished folder) as one error line."""
+    try:
+        return write_report(records, out, **text)
+    except OSError as error:
+        raise RobustlawError(f"cannot write the report to {out}: {error.strerror or error}") from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="robustlaw")
 def main():
@@ -62,6 +88,7 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     Records go to OUT/results.db as they finish; re-running skips finished runs, so an
     interrupted (even killed) sweep resumes where it stopped.
     """
+    writable_out_dir(out)
     from robustlaw.store import Store
     from robustlaw.sweep import SweepSpec, make_executor, run_sweep
 
@@ -90,7 +117,8 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
               help="Folder for the report (default: the database's folder).")
 @click.option("--sweep", "sweep_name", default=None, help="Only this sweep's records (default: all).")
 def report(db: Path, out: Path | None, sweep_name: str | None):
-    """Rebuild the HTML report from the results database DB."""
+    """Rebuild the HTML report from the results database DB (opened read-only)."""
+    out = writable_out_dir(out or db.parent)
     from robustlaw.store import Store
 
     with Store(db, create=False) as store:
@@ -98,13 +126,18 @@ def report(db: Path, out: Path | None, sweep_name: str | None):
     if not records:
         raise RobustlawError(f"{db} holds no records" + (f" of sweep {sweep_name!r}" if sweep_name else ""))
     print_summary(records, str(db))
-    path = write_report(records, out or db.parent, title=f"robustlaw: {sweep_name or db.name}")
+    path = save_report(records, out, title=f"robustlaw: {sweep_name or db.name}")
     console.print(f"report: {path}")
+
 
 def _emit(payload: dict, rows: list[tuple[str, str, str]], as_json: bool, title: str) -> None:
     """Print ``payload`` as one JSON object, or ``rows`` (quantity, value, source / status) as a table."""
     if as_json:
-        click.echo(json.dumps(payload, default=lambda v: None if v is None else str(v)))
+        try:
+            click.echo(json.dumps(payload, default=lambda v: None if v is None else str(v), allow_nan=False))
+        except ValueError:
+            raise RobustlawError(f"not finite (beyond the float range), which JSON cannot hold: "
+                                 f"{', '.join(_non_finite(payload))}; run without --json to see them") from None
         return
     table = Table(title=title)
     for name in ("quantity", "value", "formula, source, status"):
@@ -114,16 +147,39 @@ def _emit(payload: dict, rows: list[tuple[str, str, str]], as_json: bool, title:
     console.print(table)
 
 
+def _non_finite(payload: dict, prefix: str = "") -> list[str]:
+    """The keys of ``payload`` (nested ones dotted) whose value is an infinite or NaN float."""
+    keys = []
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            keys += _non_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            keys.append(prefix + key)
+    return keys
+
+
+def _finite(ctx, param, value):
+    """Click callback: refuse an infinite or NaN number with one line naming the option."""
+    if value is not None and not math.isfinite(value):
+        raise RobustlawError(f"{param.opts[0]}: must be a finite number, got {value}")
+    return value
+
+
+def number(*decls, **kwargs):
+    """A float option that refuses inf and NaN (see :func:`_finite`)."""
+    return click.option(*decls, type=float, callback=_finite, **kwargs)
+
+
 def bs21_options(command):
     """The options of BS21 Theorem 3's setting shared by ``bound`` and ``predict``."""
     options = [
-        click.option("--sigma", type=float, default=1.0, show_default=True, help="Noise level sigma = sqrt(E Var(y|x))."),
-        click.option("--eps", type=float, default=None,
-                     help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2: fit half the noise)."),
-        click.option("--W", "W", type=float, default=1.0, show_default=True, help="Diameter of the parameter set."),
-        click.option("--c", "c", type=float, default=1.0, show_default=True, help="Isoperimetry constant c."),
-        click.option("--delta", type=float, default=0.01, show_default=True, help="Failure probability delta."),
-        click.option("--C2", "C2", type=float, default=1.0, show_default=True, help="BS21 constant C2 (prefactor)."),
+        number("--sigma", default=1.0, show_default=True, help="Noise level sigma = sqrt(E Var(y|x))."),
+        number("--eps", default=None,
+               help="Fit margin: train MSE <= sigma^2 - eps (default sigma^2 / 2: fit half the noise)."),
+        number("--W", "W", default=1.0, show_default=True, help="Diameter of the parameter set."),
+        number("--c", "c", default=1.0, show_default=True, help="Isoperimetry constant c."),
+        number("--delta", default=0.01, show_default=True, help="Failure probability delta."),
+        number("--C2", "C2", default=1.0, show_default=True, help="BS21 constant C2 (prefactor)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -136,47 +192,49 @@ def _status(ok: bool | None) -> str:
 
 @main.command()
 @bs21_options
-@click.option("--n", "n", type=float, required=True, help="Number of data points.")
-@click.option("--d", "d", type=float, required=True, help="Data dimension (or an effective dimension).")
-@click.option("--params", "P", type=float, required=True, help="Parameter count P of the model class.")
-@click.option("--J", "J", type=float, default=None, help="Lipschitz constant of the parametrisation (default 1, "
-              "or R (W Q P)^D with --depth).")
-@click.option("--depth", type=int, default=None, help="Depth D: take J = R (W Q P)^D (BS21 Lemma 3.1).")
-@click.option("--radius", "R", type=float, default=1.0, show_default=True, help="Data radius R for --depth.")
-@click.option("--sharing", "Q", type=float, default=1.0, show_default=True, help="Weight sharing Q for --depth.")
-@click.option("--C1", "C1", type=float, default=1.0, show_default=True, help="BS21 constant C1 (dimension condition).")
+@number("--n", "n", required=True, help="Number of data points.")
+@number("--d", "d", required=True, help="Data dimension (or an effective dimension).")
+@number("--params", "P", required=True, help="Parameter count P of the model class.")
+@number("--J", "J", default=None, help="Lipschitz constant of the parametrisation (default 1, "
+        "or R (W Q P)^D with --depth).")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Depth D: take J = R (W Q P)^D (BS21 Lemma 3.1), in log space if J overflows.")
+@number("--radius", "R", default=1.0, show_default=True, help="Data radius R for --depth.")
+@number("--sharing", "Q", default=1.0, show_default=True, help="Weight sharing Q for --depth.")
+@number("--C1", "C1", default=1.0, show_default=True, help="BS21 constant C1 (dimension condition).")
 @click.option("--variant", type=click.Choice(["seed", "neurips"]), default="seed", show_default=True,
-              help="BS21 constants: seed 004's eq. (10) or the NeurIPS version.")
-@click.option("--k-mixture", type=int, default=1, show_default=True, help="Mixture components k (condition (8)).")
-@click.option("--sparsity", type=float, default=None, help="s: s-sparse parameters, eq. (11) instead of (10).")
-@click.option("--lip", type=float, default=None, help="Candidate L for the dimension condition (9) "
-              "(default: the bound's own value).")
-@click.option("--width", "k", type=float, default=None, help="Two-layer width k: also print BLN20's sqrt(n/k).")
-@click.option("--mask-l1", type=float, default=None, help="No Free Prune: E||mask||_1 (with --mask-info).")
-@click.option("--mask-info", type=float, default=None, help="No Free Prune: I(mask; data) in nats.")
+              help="BS21 (arXiv:2105.12806) Theorem 3 constants: eq. (10), its explicit form, or the NeurIPS version.")
+@click.option("--k-mixture", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Mixture components k (condition (8)).")
+@number("--sparsity", default=None, help="s: s-sparse parameters, eq. (11) instead of (10).")
+@number("--lip", default=None, help="Candidate L for the dimension condition (9) "
+        "(default: the bound's own value).")
+@number("--width", "k", default=None, help="Two-layer width k: also print BLN20's sqrt(n/k).")
+@number("--mask-l1", default=None, help="No Free Prune: E||mask||_1 (with --mask-info).")
+@number("--mask-info", default=None, help="No Free Prune: I(mask; data) in nats.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (key bs21_lip_lower holds eq. (10)/(11)).")
 def bound(n, d, P, sigma, eps, W, J, depth, R, Q, c, delta, C1, C2, variant, k_mixture, sparsity, lip, k,
           mask_l1, mask_info, as_json):
     """Evaluate the law-of-robustness bounds for N points in D dimensions and P parameters."""
     from robustlaw import theory
 
-    eps = sigma**2 / 2 if eps is None else eps
-    if depth is not None:
-        if J is not None:
-            raise RobustlawError("give either --J or --depth (which sets J = R (W Q P)^D), not both")
-        J = theory.deep_net_J(R, W, P, depth, Q)
-    J = 1.0 if J is None else J
+    eps = sigma * sigma / 2 if eps is None else eps
+    if depth is not None and J is not None:
+        raise RobustlawError("give either --J or --depth (which sets J = R (W Q P)^D), not both")
+    J, log_J = _parametrisation_J(J, depth, R, W, P, Q)
     constants = theory.BS21Constants(C1=C1, C2=C2, variant=variant)
-    first = theory.bs21_lip_lower(n, d, P, sigma, eps, W, J, c, delta, k_mixture, sparsity, lip, constants)
+    bs_args = (n, d, P, sigma, eps, W, J, c, delta, k_mixture, sparsity)
+    first = theory.bs21_lip_lower(*bs_args, lip, constants, log_J)
     checked = lip if lip is not None else first.lip_lower
-    bs = theory.bs21_lip_lower(n, d, P, sigma, eps, W, J, c, delta, k_mixture, sparsity, checked, constants)
+    bs = theory.bs21_lip_lower(*bs_args, checked, constants, log_J)
     payload = {
         "bs21_lip_lower": bs.lip_lower, "bs21_formula": bs.formula, "bs21_log_term": bs.log_term,
         "bs21_mixture_condition": bs.mixture_condition, "bs21_dimension_condition": bs.dimension_condition,
         "bs21_dimension_condition_at_lip": checked,
         "law_scale": theory.law_scale(n, d, P), "sigma_law_scale": sigma * theory.law_scale(n, d, P),
         "poincare_scale": theory.poincare_scale(n, d, P), "rademacher_bound": theory.rademacher_bound(n, d, P),
-        "inputs": {"n": n, "d": d, "P": P, "sigma": sigma, "eps": eps, "W": W, "J": J, "c": c, "delta": delta,
+        "inputs": {"n": n, "d": d, "P": P, "sigma": sigma, "eps": eps, "W": W,
+                   "J": J if math.isfinite(J) else None, "log_J": log_J, "c": c, "delta": delta,
                    "C1": C1, "C2": C2, "variant": variant, "k_mixture": k_mixture, "sparsity": sparsity},
     }
     mix = constants.mixture_constant
@@ -187,13 +245,13 @@ def bound(n, d, P, sigma, eps, W, J, depth, R, Q, c, delta, C1, C2, variant, k_m
         ("  mixture condition (8)", _status(bs.mixture_condition), f"{mix:g} k log(8k/delta) <= n eps^2"),
         ("  dimension condition (9)", _status(bs.dimension_condition),
          f"d >= C1 c L^2 sigma^2 / eps^2 at L = {checked:.4g}"),
-        ("law sigma sqrt(n d / P)", f"{payload['sigma_law_scale']:.6g}", "BS21 / slides, hidden constant 1"),
+        ("law sigma sqrt(n d / P)", f"{payload['sigma_law_scale']:.6g}", "BS21, hidden constant 1"),
         ("Poincare-only n sqrt(d) / P", f"{payload['poincare_scale']:.6g}", "order of magnitude"),
-        ("Rademacher sqrt(P / (n d))", f"{payload['rademacher_bound']:.6g}", "slides (seed 001)"),
+        ("Rademacher sqrt(P / (n d))", f"{payload['rademacher_bound']:.6g}", "BS21, section on generalisation"),
     ]
     if k is not None:
         payload["bln20_lip"] = theory.bln20_lip(n, k)
-        rows.append(("BLN20 sqrt(n / k)", f"{payload['bln20_lip']:.6g}", f"conjecture, k = {k:g}"))
+        rows.append(("BLN20 sqrt(n / k)", f"{payload['bln20_lip']:.6g}", f"BLN20 conjecture, k = {k:g}"))
     if (mask_l1 is None) != (mask_info is None):
         raise RobustlawError("No Free Prune needs both --mask-l1 and --mask-info")
     if mask_l1 is not None:
@@ -201,8 +259,23 @@ def bound(n, d, P, sigma, eps, W, J, depth, R, Q, c, delta, C1, C2, variant, k_m
         payload["p_eff"] = p_eff
         payload["p_eff_law_scale"] = sigma * theory.law_scale(n, d, p_eff)
         rows.append(("No Free Prune sigma sqrt(n d / p_eff)", f"{payload['p_eff_law_scale']:.6g}",
-                     f"p_eff = E||m||_1 + I(m; D) = {p_eff:.6g}"))
+                     f"KLS24, p_eff = E||m||_1 + I(m; D) = {p_eff:.6g}"))
     _emit(payload, rows, as_json, f"bounds for n={n:g}, d={d:g}, P={P:g}, sigma={sigma:g}, eps={eps:g}")
+
+
+def _parametrisation_J(J: float | None, depth: int | None, R: float, W: float, P: float, Q: float):
+    """(J, log J) for ``bound``: --J (default 1), or with --depth BS21 Lemma 3.1's J = R (W Q P)^D,
+    whose logarithm carries the bound when J itself overflows a float (J is then inf)."""
+    from robustlaw import theory
+    from robustlaw.errors import SpecError
+
+    if depth is None:
+        return 1.0 if J is None else J, None
+    log_J = theory.deep_net_log_J(R, W, P, depth, Q)
+    try:
+        return theory.deep_net_J(R, W, P, depth, Q), log_J
+    except SpecError:
+        return math.inf, log_J
 
 
 @main.command()
@@ -211,7 +284,7 @@ def bound(n, d, P, sigma, eps, W, J, depth, R, Q, c, delta, C1, C2, variant, k_m
               help="TwoNN (Facco et al. 2017) or the Levina-Bickel MLE.")
 @click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
               help="Estimate on a uniform subsample of at most this many points.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subsample.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the subsample.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def effdim(data, method, max_points, seed, as_json):
     """Estimate the effective dimension of DATA: 'digits' (bundled) or a .npy, .npz[:key] or .csv file."""
@@ -228,22 +301,23 @@ def effdim(data, method, max_points, seed, as_json):
 
 @main.command()
 @bs21_options
-@click.option("--n", "n", type=float, default=None, help="Number of data points (default: the data's).")
-@click.option("--d", "d", type=float, default=None, help="Ambient dimension (default: the data's).")
-@click.option("--effective-dim", type=float, default=None, help="Effective dimension d_eff (default: d).")
+@number("--n", "n", default=None, help="Number of data points (default: the data's).")
+@number("--d", "d", default=None, help="Ambient dimension (default: the data's).")
+@number("--effective-dim", default=None, help="Effective dimension d_eff (default: d).")
 @click.option("--data", default=None, help="Estimate d_eff from this data set (see `robustlaw effdim`).")
 @click.option("--method", type=click.Choice(["twonn", "mle"]), default="twonn", show_default=True,
               help="Effective-dimension estimator for --data.")
 @click.option("--max-points", type=click.IntRange(min=3), default=DEFAULT_MAX_POINTS, show_default=True,
               help="With --data: estimate on a uniform subsample of at most this many points.")
-@click.option("--target-lip", type=float, required=True, help="The Lipschitz constant L to reach.")
-@click.option("--J", "J", type=float, default=1.0, show_default=True, help="BS21: parametrisation Lipschitz constant.")
+@number("--target-lip", required=True, help="The Lipschitz constant L to reach.")
+@number("--J", "J", default=1.0, show_default=True, help="BS21: parametrisation Lipschitz constant.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, eps, W, J, c, delta, C2, as_json):
-    """Parameters needed to memorise N points robustly (Lip <= L): the slides' back-of-the-envelope.
+    """Parameters needed to memorise N points robustly (Lip <= L): BS21's back-of-the-envelope.
 
     P = n d_eff sigma^2 / L^2 inverts the law Lip ~ sigma sqrt(n d_eff / P) (constant 1);
-    the BS21 line solves eq. (10) for P with its explicit constants.
+    the BS21 line solves eq. (10) (the explicit form of BS21 Theorem 3, arXiv:2105.12806) for P
+    with its explicit constants. A value beyond the float range prints as inf (refused with --json).
     """
     from robustlaw import theory
 
@@ -251,20 +325,14 @@ def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, ep
     if data is not None:
         if effective_dim is not None:
             raise RobustlawError("give either --effective-dim or --data, not both")
-        from robustlaw.effdim import estimate, load_points, subsample
-
-        X, name = load_points(data)
-        effective_dim = estimate(subsample(X, max_points), method).value
-        source = f"{method} estimate on {name}"
-        n = float(len(X)) if n is None else n
-        d = float(X.shape[1]) if d is None else d
+        n, d, effective_dim, source = _dimension_from_data(data, method, max_points, n, d)
     if n is None or d is None:
         raise RobustlawError("predict needs --n and --d (or --data to take them from)")
     if effective_dim is None:
         effective_dim, source = d, "ambient (no --effective-dim)"
     if not 0 < effective_dim <= d:
         raise RobustlawError(f"effective dimension must lie in (0, d={d:g}], got {effective_dim:g}")
-    eps = sigma**2 / 2 if eps is None else eps
+    eps = sigma * sigma / 2 if eps is None else eps
     law = theory.law_params_for_lip(n, effective_dim, target_lip, sigma)
     ambient = theory.law_params_for_lip(n, d, target_lip, sigma)
     constants = theory.BS21Constants(C2=C2)
@@ -281,25 +349,52 @@ def predict(n, d, effective_dim, data, method, max_points, target_lip, sigma, ep
     _emit(payload, rows, as_json, f"parameters for Lip <= {target_lip:g}: n={n:g}, d={d:g}")
 
 
+def _dimension_from_data(data: str, method: str, max_points: int, n: float | None, d: float | None):
+    """(n, d, d_eff, source) for ``predict --data``: n and d default to the data's; an estimate
+    above d (nearest-neighbour estimates scatter around d on full-rank data) is taken as d, with a note."""
+    from robustlaw.effdim import estimate, load_points, subsample
+
+    X, name = load_points(data)
+    effective_dim = estimate(subsample(X, max_points), method).value
+    source = f"{method} estimate on {name}"
+    n = float(len(X)) if n is None else n
+    d = float(X.shape[1]) if d is None else d
+    if effective_dim > d:
+        source += f"; estimate {effective_dim:.3g} above d = {d:g}, taken as d"
+        effective_dim = d
+    return n, d, effective_dim, source
+
+
 def _method_names() -> list[str]:
     from robustlaw.lipschitz import METHODS
 
     return METHODS.names()
 
 
+def _domain(ctx, param, text: str):
+    """Click callback: the domain, or one line naming what is wrong with it."""
+    from robustlaw.lipschitz import parse_domain
+
+    try:
+        return parse_domain(text)
+    except RobustlawError as error:
+        raise RobustlawError(f"--domain {text}: {error}") from None
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--domain", "domain_text", default="global", show_default=True,
+@click.option("--domain", "domain", default="global", show_default=True, callback=_domain,
               help="global (all of R^d), ball:R (the ball of radius R around the origin), sphere or sphere:R "
                    "(tangential gradient).")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds; the best bracket found by then is returned.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the randomised search.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the randomised search.")
 @click.option("--method", "methods", multiple=True, metavar="NAME",
               help="Use only these Lipschitz methods (repeatable; default: every registered one that applies). "
                    "Known: " + ", ".join(_method_names()) + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
-def lip(model: Path, domain_text: str, time_limit: float, seed: int, methods: tuple[str, ...], as_json: bool):
+def lip(model: Path, domain, time_limit: float, seed: int, methods: tuple[str, ...], as_json: bool):
     """Certify the Lipschitz constant of MODEL: a bracket [lower, upper] on a domain.
 
     MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output), or a .pt /
@@ -313,13 +408,14 @@ def lip(model: Path, domain_text: str, time_limit: float, seed: int, methods: tu
     """
     import json
 
-    from robustlaw.lipschitz import certify, load_model, parse_domain
+    from robustlaw.lipschitz import certify, load_model
 
-    domain = parse_domain(domain_text)
     net = load_model(model)
     bracket = certify(net, domain, seed=seed, time_limit=time_limit, methods=methods or None)
     if as_json:
-        click.echo(json.dumps(bracket.to_dict()))
+        # no finite certificate (e.g. a polynomial net on R^d): null, since JSON has no infinity
+        payload = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in bracket.to_dict().items()}
+        click.echo(json.dumps(payload, allow_nan=False))
         return
     console.print(f"network: {net.describe()}   domain: {bracket.domain}")
     console.print(f"Lipschitz constant in [{bracket.lower:.10g}, {bracket.upper:.10g}]   "

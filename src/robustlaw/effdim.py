@@ -10,7 +10,10 @@ nearest-neighbour estimators:
   the correction of MacKay & Ghahramani (2005): per point the inverse estimate
   (1/(k-1)) sum_{j<k} log(T_k / T_j) is averaged over points, inverted, and the result averaged
   over k = k1..k2 (Levina & Bickel's default 10..20, ``MLE_K``).
-Exact duplicate points (zero neighbour distance) are removed first and counted.
+Exact duplicate points (zero neighbour distance) are removed first and counted. Both estimators
+depend only on distance ratios, so the data are first scaled by a power of two to a largest absolute
+value in [1/2, 1): an exact scaling that changes no estimate, and keeps squared distances of data
+scaled like 1e200 or 1e-200 from overflowing or underflowing.
 
 Data: ``digits`` (scikit-learn's bundled 8x8 digits, 1797 x 64, no download) or a path to a
 .npy, .npz (``file.npz:key`` picks an array) or .csv (comma-separated numbers, optional header) file.
@@ -69,7 +72,13 @@ def _points(X) -> tuple[np.ndarray, int]:
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise RobustlawError(f"data has {int(bad.sum())} non-finite value(s) (NaN or Inf), first at {first}")
     unique = np.unique(X, axis=0)
-    return unique, len(X) - len(unique)
+    return _unit_scale(unique), len(X) - len(unique)
+
+
+def _unit_scale(X: np.ndarray) -> np.ndarray:
+    """X times the power of two that brings its largest absolute value into [1/2, 1) (exact)."""
+    largest = float(np.abs(X).max())
+    return X if largest == 0 else np.ldexp(X, -np.frexp(largest)[1])
 
 
 def _neighbour_distances(X: np.ndarray, k: int) -> np.ndarray:
@@ -183,7 +192,7 @@ def load_points(source: str) -> tuple[np.ndarray, str]:
             raise RobustlawError(f"unsupported data file type {suffix or '(none)'!r} for {path} (use .npy, .npz or .csv)")
     except RobustlawError:
         raise
-    except (ValueError, OSError, EOFError) as error:
+    except Exception as error:  # a damaged file fails anywhere in numpy's parser (zip, header, data)
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise RobustlawError(f"cannot read {path}: {first}") from None
     X = np.asarray(X)

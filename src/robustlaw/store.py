@@ -2,12 +2,20 @@
 
 Each record is written in its own transaction as soon as it arrives, so an interrupted sweep
 loses nothing it finished, and a re-run skips every key already stored with status ok.
+
+``Store(path, create=False)`` (what ``robustlaw report`` uses) opens the file read-only: it never
+creates tables or writes a byte, and refuses a file that has no robustlaw ``runs`` table.
+Every SQLite or file-system failure (a corrupted page, a read-only file, a full disk) becomes one
+:class:`RobustlawError` line. A row whose record is not a JSON object holding ``key``, ``sweep``
+and ``status`` is skipped with one warning line on stderr, so one damaged row does not hide the
+others.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -23,23 +31,92 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep);
 """
+#: SQLite's file header: bytes 18 and 19 (read and write format versions) are 2 in WAL mode.
+SQLITE_HEADER = 100
+WAL_FORMAT = 2
+#: The fields every stored record must hold.
+RECORD_KEYS = ("key", "sweep", "status")
+
+
+def _parse_record(text) -> dict | None:
+    """The record stored as ``text``, or None if it is not a JSON object holding RECORD_KEYS."""
+    try:
+        record = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in RECORD_KEYS):
+        return None
+    return record
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"robustlaw: warning: {message}", file=sys.stderr)
+
+
+def _set_up(db: sqlite3.Connection, step) -> sqlite3.Connection:
+    """``db`` after ``step(db)``; closed again if the step fails."""
+    try:
+        step(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 class Store:
-    """A results database at ``path`` (created if missing)."""
+    """A results database at ``path``: created if missing, or (``create=False``) opened read-only."""
 
     def __init__(self, path: str | Path, create: bool = True):
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise RobustlawError(f"no results database at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._db = self._open_writable() if create else self._open_read_only()
         except sqlite3.DatabaseError as error:
-            raise RobustlawError(f"{self.path} is not a robustlaw results database ({error})") from None
+            raise self._error(error) from None
+        except OSError as error:
+            raise RobustlawError(f"cannot open {self.path}: {error.strerror or error}") from None
+
+    def _open_writable(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return _set_up(sqlite3.connect(self.path, timeout=30), self._create_schema)
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        uri = f"{self.path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if self._settled_wal() else "")
+        return _set_up(sqlite3.connect(uri, uri=True, timeout=30), self._require_runs_table)
+
+    def _settled_wal(self) -> bool:
+        """A WAL-mode file with no -wal beside it: no writer is connected and every commit is in the
+        file itself. It is then read as immutable, since a read-only WAL connection would otherwise
+        leave new -wal and -shm files beside it."""
+        with open(self.path, "rb") as file:
+            header = file.read(SQLITE_HEADER)
+        is_wal = len(header) == SQLITE_HEADER and header[18] == header[19] == WAL_FORMAT
+        return is_wal and not Path(f"{self.path}-wal").exists()
+
+    @staticmethod
+    def _create_schema(db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+
+    def _require_runs_table(self, db: sqlite3.Connection) -> None:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "runs" not in tables:
+            raise RobustlawError(f"{self.path} is not a robustlaw results database (no runs table)")
+
+    def _error(self, error: sqlite3.Error) -> RobustlawError:
+        """One line for an SQLite failure: a foreign or damaged file, or one that cannot be written."""
+        if isinstance(error, sqlite3.OperationalError):
+            return RobustlawError(f"cannot use {self.path}: {error}")
+        return RobustlawError(f"{self.path} is not a robustlaw results database, or is damaged ({error})")
+
+    def _rows(self, query: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._db.execute(query, args).fetchall()
+        except sqlite3.Error as error:
+            raise self._error(error) from None
 
     def close(self) -> None:
         self._db.close()
@@ -52,23 +129,31 @@ class Store:
 
     def done_keys(self) -> set[str]:
         """Keys of runs that completed (status ok); failed runs are retried on the next sweep."""
-        return {k for (k,) in self._db.execute("SELECT key FROM runs WHERE status = 'ok'")}
+        return {k for (k,) in self._rows("SELECT key FROM runs WHERE status = 'ok'")}
 
     def put(self, record: dict) -> None:
         """Insert or replace one record (a flat dict with at least key, sweep, status)."""
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO runs (key, sweep, status, created, record) VALUES (?, ?, ?, ?, ?)",
-                (record["key"], record["sweep"], record["status"], time.time(), json.dumps(record, sort_keys=True)),
-            )
+        row = (record["key"], record["sweep"], record["status"], time.time(), json.dumps(record, sort_keys=True))
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO runs (key, sweep, status, created, record) VALUES (?, ?, ?, ?, ?)", row)
+        except sqlite3.Error as error:
+            raise self._error(error) from None
 
     def records(self, sweep: str | None = None, keys: set[str] | None = None) -> list[dict]:
-        """All records (of ``sweep``, or with ``keys``, if given), oldest first."""
-        query, args = "SELECT record FROM runs", ()
+        """All records (of ``sweep``, or with ``keys``, if given), oldest first; malformed rows are
+        skipped with one warning line."""
+        query, args = "SELECT key, record FROM runs", ()
         if sweep is not None:
             query, args = query + " WHERE sweep = ?", (sweep,)
-        rows = [json.loads(r) for (r,) in self._db.execute(query + " ORDER BY created", args)]
-        return rows if keys is None else [r for r in rows if r["key"] in keys]
+        rows = [(key, _parse_record(text)) for key, text in self._rows(query + " ORDER BY created", args)]
+        bad = [key for key, record in rows if record is None]
+        if bad:
+            warn(f"skipped {len(bad)} malformed record(s) in {self.path} (not a JSON object with "
+                 f"{', '.join(RECORD_KEYS)}), first: key {bad[0]!r}")
+        good = [record for _, record in rows if record is not None]
+        return good if keys is None else [r for r in good if r["key"] in keys]
 
     def sweeps(self) -> list[str]:
-        return [s for (s,) in self._db.execute("SELECT DISTINCT sweep FROM runs ORDER BY sweep")]
+        return [s for (s,) in self._rows("SELECT DISTINCT sweep FROM runs ORDER BY sweep")]

@@ -1,13 +1,18 @@
 """The law of robustness as formulas, every constant explicit.
 
 Sources (see docs/bounds.md for the full statements):
-- BS21 = Bubeck & Sellke, "A universal law of robustness via isoperimetry" (2021), Theorem 3,
-  eq. (8)-(11) as given verbatim in seed 004; its finite-class form (the statement eq. (10)
-  instantiates); Lemma 3.1 (J for deep nets); the slides' (seed 001) Rademacher bound and the
-  MNIST / ImageNet back-of-the-envelope.
-- BLN20 = Bubeck, Li & Nagaraj, "A law of robustness for two-layers neural networks" (2020):
-  the sqrt(n / k) conjecture and the spectral-norm proxy ||a|| ||W||_op it is proven for.
-- KLS24 = Kumar, Luo & Sellke, "No Free Prune" (2024), as summarised in seed 004: P -> p_eff.
+- BS21 = Bubeck & Sellke, "A universal law of robustness via isoperimetry", arXiv:2105.12806
+  (NeurIPS 2021): Theorem 3, its finite-class form (the statement Theorem 3 instantiates with a
+  net of the parameter set), Lemma 3.1 (J for deep nets), and its discussion of generalisation
+  (the Rademacher bound) and of MNIST / ImageNet (the back-of-the-envelope P ~ n d_eff).
+  The labels "eq. (8)" (mixture condition), "eq. (9)" (dimension condition), "eq. (10)" and
+  "eq. (11)" are robustlaw's own: "eq. (10)" names the explicit form of Theorem 3 and "eq. (11)"
+  its corollary for s-sparse parameters.
+- BLN20 = Bubeck, Li & Nagaraj, "A law of robustness for two-layers neural networks",
+  arXiv:2009.14444 (COLT 2021): the sqrt(n / k) conjecture and the spectral-norm proxy
+  ||a|| ||W||_op it is proven for.
+- KLS24 = Kumar, Luo & Sellke, "No Free Prune: information-theoretic barriers to pruning at
+  initialization", arXiv:2402.01089: P -> p_eff.
 
 Asymptotic statements (``law_scale``, ``bln20_lip``, ``poincare_scale``, ``rademacher_bound``,
 ``law_params_for_lip``) are the papers' orders of magnitude with the hidden constant set to 1;
@@ -42,11 +47,13 @@ def law_scale(n: float, d: float, P: float) -> float:
 
 def law_params_for_lip(n: float, d: float, lip: float, sigma: float = 1.0) -> float:
     """The inverse of the law Lip ~ sigma sqrt(n d / P): P = n d sigma^2 / Lip^2 parameters are needed
-    for a Lip-Lipschitz memoriser (hidden constant 1). With d an effective dimension this is the
-    slides' back-of-the-envelope P ~ n d_eff (sigma = Lip = 1)."""
+    for a Lip-Lipschitz memoriser (hidden constant 1). With d an effective dimension this is BS21's
+    back-of-the-envelope P ~ n d_eff for MNIST / ImageNet (sigma = Lip = 1). Returns inf when the
+    value exceeds the float range (a tiny ``lip``)."""
     require(n > 0 and d > 0, "theory", f"n and d must be positive, got n={n}, d={d}")
     require(lip > 0 and sigma > 0, "theory", f"target Lipschitz constant and sigma must be positive, got {lip}, {sigma}")
-    return n * d * sigma**2 / lip**2
+    ratio = sigma / lip  # squared by a product: ** raises OverflowError, a product gives inf
+    return n * d * ratio * ratio
 
 
 def bln20_lip(n: float, k: float) -> float:
@@ -74,8 +81,9 @@ def poincare_scale(n: float, d: float, P: float) -> float:
 
 
 def rademacher_bound(n: float, d: float, P: float) -> float:
-    """sqrt(P / (n d)): the slides' Rademacher complexity of a P-parameter Lipschitz class on
-    (mixtures of) isoperimetric data, against the classical sqrt(P / n) (seed 001)."""
+    """sqrt(P / (n d)): the Rademacher complexity of a P-parameter Lipschitz class on (mixtures
+    of) isoperimetric data, against the classical sqrt(P / n) (Bubeck & Sellke (2021), section on
+    generalisation)."""
     require(n > 0 and d > 0 and P > 0, "theory", f"n, d, P must be positive, got n={n}, d={d}, P={P}")
     return math.sqrt(P / (n * d))
 
@@ -95,9 +103,10 @@ def no_free_prune_p_eff(mask_l1: float, mutual_information: float) -> float:
 class BS21Constants:
     """The explicit constants of BS21 Theorem 3.
 
-    ``seed`` (default) is eq. (10) of seed 004: prefactor eps / (sigma sqrt(C2 c)),
-    log(1 + 60 W J / eps), mixture condition 10^4 k log(8k/delta) <= n eps^2, dimension condition
-    d >= C1 c L^2 sigma^2 / eps^2. C1 and C2 are absolute constants the seed does not give:
+    ``seed`` (default; the name of robustlaw's original statement) is eq. (10), the explicit form
+    of BS21 Theorem 3 (arXiv:2105.12806): prefactor eps / (sigma sqrt(C2 c)), log(1 + 60 W J / eps),
+    mixture condition 10^4 k log(8k/delta) <= n eps^2, dimension condition
+    d >= C1 c L^2 sigma^2 / eps^2. C1 and C2 are absolute constants left unspecified there:
     they default to 1, so the value is the bound *up to* sqrt(C2). ``neurips`` is the published
     version: prefactor eps / (2^9 sqrt(c)), log(60 W J / eps), 8^4 in place of 10^4.
     """
@@ -120,13 +129,14 @@ class BS21Constants:
             return eps / (sigma * math.sqrt(self.C2 * c))
         return eps / (BS21_NEURIPS_PREFACTOR * math.sqrt(c))
 
-    def cover(self, W: float, J: float, eps: float) -> float:
-        """log(1 + 60 W J / eps) (seed) or log(60 W J / eps) (NeurIPS, which needs 60 W J > eps)."""
-        ratio = BS21_NET_FACTOR * W * J / eps
+    def cover(self, W: float, log_J: float, eps: float) -> float:
+        """log(1 + 60 W J / eps) (seed) or log(60 W J / eps) (NeurIPS, which needs 60 W J > eps),
+        from log J, so that it stays finite when J itself overflows a float (deep nets)."""
+        log_ratio = math.log(BS21_NET_FACTOR * W / eps) + log_J
         if self.variant == "seed":
-            return math.log1p(ratio)
-        require(ratio > 1, "theory", f"the NeurIPS bound needs 60 W J / eps > 1, got {ratio:.4g}")
-        return math.log(ratio)
+            return float(np.logaddexp(0.0, log_ratio))
+        require(log_ratio > 0, "theory", f"the NeurIPS bound needs 60 W J / eps > 1, got log of it {log_ratio:.4g}")
+        return log_ratio
 
 
 @dataclass(frozen=True)
@@ -161,7 +171,8 @@ def bs21_mixture_condition(n: float, eps: float, delta: float, k_mixture: int = 
 def bs21_dimension_condition(d: float, lip: float, sigma: float, eps: float, c: float = 1.0,
                              constants: BS21Constants = BS21Constants()) -> bool:
     """BS21 eq. (9): d >= C1 c L^2 sigma^2 / eps^2."""
-    return d >= constants.C1 * c * lip**2 * sigma**2 / eps**2
+    ratio = lip * sigma / eps  # squared by a product, which gives inf rather than OverflowError
+    return d >= constants.C1 * c * ratio * ratio
 
 
 def bs21_finite_class_lip_lower(n: float, d: float, log_size: float, sigma: float, eps: float, c: float = 1.0,
@@ -169,19 +180,26 @@ def bs21_finite_class_lip_lower(n: float, d: float, log_size: float, sigma: floa
     """BS21's finite-class form: for a class of N functions (``log_size`` = log N), w.p. 1 - delta
     every f with train MSE <= sigma^2 - eps has Lip(f) >= eps / (sigma sqrt(C2 c)) sqrt(n d / log(4 N / delta)).
 
-    Theorem 3 (eq. (10)) is this with the eps/(60 J)-net of the parameter set: log N = P log(1 + 60 W J / eps).
+    BS21 Theorem 3 (eq. (10)) is this with the eps/(60 J)-net of the parameter set: log N = P log(1 + 60 W J / eps).
     """
     _check_bs21(n, d, sigma, eps, delta, c)
     require(log_size >= 0, "theory", f"log |F| must be >= 0, got {log_size}")
     return constants.prefactor(sigma, eps, c) * math.sqrt(n * d / (log_size + math.log(BS21_DELTA_FACTOR / delta)))
 
 
+def _log_J(W: float, J: float, log_J: float | None) -> float:
+    """log J: ``log_J`` if given (for a J beyond the float range, see :func:`deep_net_log_J`), else log(J)."""
+    require(W > 0 and (log_J is not None or J > 0), "theory", f"W and J must be positive, got W={W}, J={J}")
+    return math.log(J) if log_J is None else log_J
+
+
 def bs21_log_size(P: float, W: float, J: float, eps: float, sparsity: float | None = None,
-                  constants: BS21Constants = BS21Constants()) -> float:
-    """log of the net size in eq. (10)/(11): P log(1 + 60 W J / eps), or s log(P (1 + 60 W J / eps))."""
+                  constants: BS21Constants = BS21Constants(), log_J: float | None = None) -> float:
+    """log of the net size in eq. (10)/(11): P log(1 + 60 W J / eps), or s log(P (1 + 60 W J / eps)).
+
+    ``log_J`` replaces J when J overflows a float (deep nets, :func:`deep_net_log_J`)."""
     require(P >= 1, "theory.P", f"need P >= 1, got {P}")
-    require(W > 0 and J > 0, "theory", f"W and J must be positive, got W={W}, J={J}")
-    cover = constants.cover(W, J, eps)
+    cover = constants.cover(W, _log_J(W, J, log_J), eps)
     if sparsity is None:
         return P * cover
     require(0 < sparsity <= P, "theory.sparsity", f"must lie in (0, P], got {sparsity}")
@@ -190,16 +208,18 @@ def bs21_log_size(P: float, W: float, J: float, eps: float, sparsity: float | No
 
 def bs21_lip_lower(n: float, d: float, P: float, sigma: float, eps: float, W: float = 1.0, J: float = 1.0,
                    c: float = 1.0, delta: float = 0.01, k_mixture: int = 1, sparsity: float | None = None,
-                   lip: float | None = None, constants: BS21Constants = BS21Constants()) -> BS21Bound:
+                   lip: float | None = None, constants: BS21Constants = BS21Constants(),
+                   log_J: float | None = None) -> BS21Bound:
     """BS21 Theorem 3: every h with train MSE <= sigma^2 - eps has Lip(h) >= this, w.p. 1 - delta.
 
     eq. (10): eps / (sigma sqrt(C2 c)) * sqrt(n d / (P log(1 + 60 W J / eps) + log(4 / delta)));
     eq. (11), for s-sparse parameters (``sparsity`` = s): P log(...) becomes s log(P (1 + 60 W J / eps)).
     ``lip`` (a candidate L) is needed only to check the dimension condition (9); it is None otherwise.
+    ``log_J`` replaces J when J overflows a float (deep nets, :func:`deep_net_log_J`).
     """
     _check_bs21(n, d, sigma, eps, delta, c)
     require(P >= 1, "theory", f"need n, d, P >= 1, got n={n}, d={d}, P={P}")
-    log_size = bs21_log_size(P, W, J, eps, sparsity, constants)
+    log_size = bs21_log_size(P, W, J, eps, sparsity, constants, log_J)
     value = bs21_finite_class_lip_lower(n, d, log_size, sigma, eps, c, delta, constants)
     return BS21Bound(
         lip_lower=value,
@@ -212,23 +232,40 @@ def bs21_lip_lower(n: float, d: float, P: float, sigma: float, eps: float, W: fl
 
 
 def bs21_params_for_lip(n: float, d: float, lip: float, sigma: float, eps: float, W: float = 1.0, J: float = 1.0,
-                        c: float = 1.0, delta: float = 0.01, constants: BS21Constants = BS21Constants()) -> float:
+                        c: float = 1.0, delta: float = 0.01, constants: BS21Constants = BS21Constants(),
+                        log_J: float | None = None) -> float:
     """eq. (10) solved for P: the smallest P for which eq. (10) no longer forbids an L-Lipschitz
     function with train MSE <= sigma^2 - eps, i.e. (n d (prefactor / L)^2 - log(4/delta)) / log(1 + 60 W J / eps).
 
-    Below this P every memoriser in the class has Lip > L (w.p. 1 - delta); 0 if eq. (10) never forbids it.
-    (J is taken as given; for deep nets J grows with P, see :func:`deep_net_J`.)
+    Below this P every memoriser in the class has Lip > L (w.p. 1 - delta); 0 if eq. (10) never forbids it,
+    inf if it exceeds the float range (a tiny ``lip``).
+    (J is taken as given; for deep nets J grows with P, see :func:`deep_net_J`; ``log_J`` as in
+    :func:`bs21_lip_lower`.)
     """
     _check_bs21(n, d, sigma, eps, delta, c)
     require(lip > 0, "theory.lip", f"target Lipschitz constant must be positive, got {lip}")
-    require(W > 0 and J > 0, "theory", f"W and J must be positive, got W={W}, J={J}")
-    budget = n * d * (constants.prefactor(sigma, eps, c) / lip) ** 2 - math.log(BS21_DELTA_FACTOR / delta)
-    return max(budget / constants.cover(W, J, eps), 0.0)
+    cover = constants.cover(W, _log_J(W, J, log_J), eps)
+    ratio = constants.prefactor(sigma, eps, c) / lip  # squared by a product: inf, not OverflowError
+    budget = n * d * ratio * ratio - math.log(BS21_DELTA_FACTOR / delta)
+    return max(budget / cover, 0.0)
+
+
+def deep_net_log_J(R: float, W: float, P: float, depth: int, sharing: float = 1.0) -> float:
+    """log J of BS21 Lemma 3.1, log R + D log(W Q P): finite even where J overflows a float."""
+    require(R > 0 and W > 0 and P >= 1 and depth >= 1 and sharing >= 1, "theory",
+            f"need R, W > 0, P, D, Q >= 1, got R={R}, W={W}, P={P}, D={depth}, Q={sharing}")
+    return math.log(R) + depth * math.log(W * sharing * P)
 
 
 def deep_net_J(R: float, W: float, P: float, depth: int, sharing: float = 1.0) -> float:
     """BS21 Lemma 3.1: a depth-D net with weights in [-W, W], weight sharing Q, inputs ||x|| <= R has
-    a parametrisation that is J-Lipschitz (sup norm) with J = R (W Q P)^D."""
-    require(R > 0 and W > 0 and P >= 1 and depth >= 1 and sharing >= 1, "theory",
-            f"need R, W > 0, P, D, Q >= 1, got R={R}, W={W}, P={P}, D={depth}, Q={sharing}")
-    return R * (W * sharing * P) ** depth
+    a parametrisation that is J-Lipschitz (sup norm) with J = R (W Q P)^D. Refused (one line) where J
+    overflows a float; :func:`deep_net_log_J` gives its logarithm there."""
+    log_J = deep_net_log_J(R, W, P, depth, sharing)
+    try:
+        J = R * (W * sharing * P) ** depth
+    except OverflowError:
+        J = math.inf
+    require(math.isfinite(J), "theory.depth",
+            f"J = R (W Q P)^D = exp({log_J:.6g}) overflows a float at D={depth}; use its logarithm (deep_net_log_J)")
+    return J

@@ -126,9 +126,15 @@ def _radius_of(value: str) -> float:
         raise RobustlawError(f"domain radius {value!r} is not a number") from None
 
 
+#: The largest domain radius: its square must be a finite float.
+MAX_RADIUS = math.sqrt(np.finfo(float).max)
+
+
 def _check_radius(radius: float) -> float:
     if not (isinstance(radius, (int, float, np.floating)) and np.isfinite(radius) and radius > 0):
         raise RobustlawError(f"domain radius must be a positive number, got {radius}")
+    if radius > MAX_RADIUS:
+        raise RobustlawError(f"domain radius above {MAX_RADIUS:.4g} (its square overflows a float)")
     return float(radius)
 
 
