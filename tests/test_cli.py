@@ -64,7 +64,7 @@ def test_report_rebuilds_from_the_database(tiny_run, tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("[data]\nn = 0\n", "data.n: must be an integer >= 2"),
+    ("[data]\nn = 0\n", "data.n: must be an integer in [2, 1e+07]"),
     ("[model]\nwidth = 0\n", "model.width: must be an integer >= 1"),
     ("[model]\nwidht = 3\n", "model.widht: unknown field"),
     ("[data\nn = 3\n", "not valid TOML"),
@@ -102,7 +102,7 @@ def test_embedded_default_is_the_bln20_sweep_across_the_interpolation_range():
     example = Path(__file__).parent.parent / "examples" / "default.toml"
     assert example.read_text() == default_spec_text()
     sweep = SweepSpec.default()
-    widths = sorted({r.model.width for r in sweep.runs})
+    widths = sorted({r.model.options.width for r in sweep.runs})
     n, d = sweep.runs[0].data.n, sweep.runs[0].data.d
     assert widths[0] <= n / d and widths[-1] >= n  # P from ~ n up to ~ n d
     assert {r.fit.mode for r in sweep.runs} == {"train", "smooth"}

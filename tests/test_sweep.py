@@ -39,14 +39,14 @@ def test_batches_cover_every_run_once_within_limits():
     keys = [r.key() for g in groups for r in g]
     assert sorted(keys) == sorted(r.key() for r in sweep.runs)
     assert all(len(g) <= 4 and len(g) * max(r.work() for r in g) <= work or len(g) == 1 for g in groups)
-    assert any(len({r.model.width for r in g}) > 1 for g in groups)  # widths share batches (padded)
+    assert any(len({r.model.options.width for r in g}) > 1 for g in groups)  # widths share batches (padded)
 
 
 def test_deep_nets_of_different_widths_are_not_batched_together():
     sweep = SweepSpec.from_dict({"data": {"n": 20, "d": 5}, "seeds": [0, 1],
                                  "model": {"family": "mlp", "widths": [[8, 8], [16, 8]]}})
     for group in batches(list(sweep.runs), size=32, work=1e12):
-        assert len({r.model.widths for r in group}) == 1
+        assert len({r.model.options.widths for r in group}) == 1
 
 
 def test_record_is_the_same_batched_or_not():
@@ -61,7 +61,7 @@ def test_a_run_that_raises_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypat
     sweep = tiny()
 
     def flaky(specs):
-        if any(s.model.width == 8 for s in specs):
+        if any(s.model.options.width == 8 for s in specs):
             raise RuntimeError("boom")
         return run_group(specs)
 
@@ -70,7 +70,7 @@ def test_a_run_that_raises_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypat
         records = run_sweep(sweep, store, LocalExecutor(1))
     by_width = {}
     for r in records:
-        by_width.setdefault(json.loads(r["spec"])["model"]["width"], []).append(r["status"])
+        by_width.setdefault(json.loads(r["spec"])["model"]["options"]["width"], []).append(r["status"])
     assert by_width[8] == ["error", "error"] and by_width[4] == ["ok", "ok"] and by_width[16] == ["ok", "ok"]
     assert all("boom" in r["error"] for r in records if r["status"] == "error")
 
@@ -143,7 +143,7 @@ def test_ray_sweep_matches_local_and_retries_a_dead_worker(tmp_path):
 
     def dies_once(task):
         import os
-        if any(s.model.width == 4 and s.seed == 0 for s in task) and not os.path.exists(marker):
+        if any(s.model.options.width == 4 and s.seed == 0 for s in task) and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)  # the worker process dies; Ray must retry the task
         return safe_run_group(task)

@@ -91,7 +91,7 @@ def test_other_bounds_hand_values():
 
 
 def test_spectral_proxy_bounds_the_network_lipschitz_constant():
-    from robustlaw.lipschitz.upper import upper_bound
+    from robustlaw.lipschitz import upper_bound
     from robustlaw.models import two_layer
 
     net = two_layer(d=8, k=5, seed=3)
