@@ -156,7 +156,13 @@ class LocalExecutor:
         pool = ProcessPoolExecutor(min(self.workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),))
         finished_cleanly = False
         try:
-            pending: dict[Future, int] = {pool.submit(fn, tasks[i]): i for i in todo}
+            pending: dict[Future, int] = {}
+            for k, i in enumerate(todo):
+                try:
+                    pending[pool.submit(fn, tasks[i])] = i
+                except BrokenProcessPool as error:  # a worker died while we were still submitting
+                    yield from ((j, error) for j in todo[k:])
+                    break
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -195,9 +201,11 @@ class RayExecutor:
     instance with ``workers`` CPUs), streaming results back as they finish. Ray retries a task
     whose worker dies (``retries`` times); a task that still fails comes back as its exception.
     Workers get this driver's copy of robustlaw on their PYTHONPATH (nodes that lack it use
-    their installed package). Closing the iterator cancels the tasks still running."""
+    their installed package). Closing the iterator cancels the tasks still running. An address
+    of the form host:port or ray://host:port that accepts no TCP connection is rejected here."""
 
     def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 3):
+        check_reachable(address)  # fail in seconds, before Ray is imported, if nothing listens there
         self.address, self.workers, self.retries = address, workers, retries
 
     def _connect(self):
@@ -208,7 +216,6 @@ class RayExecutor:
             raise RobustlawError("--executor ray needs Ray: pip install 'robustlaw[ray]'") from None
         if ray.is_initialized():
             return ray, False
-        check_reachable(self.address)
         source = str(Path(__file__).resolve().parents[1])
         path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
         env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
