@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from robustlaw.errors import RobustlawError
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -92,8 +93,12 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
-    """Set up a worker process: SIGINT ignored, dies with ``parent``, one thread."""
+    """Set up a worker process: SIGINT ignored, SIGTERM fatal (not the driver's handler, inherited
+    by fork), dies with ``parent``, one thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "pthread_sigmask"):  # blocked by the driver while it forked this process
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _die_with(parent)
     _limit_threads()
 
@@ -150,19 +155,35 @@ class LocalExecutor:
             except Exception as error:
                 yield task, error
 
-    def _round(self, fn: Callable[[T], R], tasks: list[T], todo: list[int]) -> Iterator[tuple[int, Any]]:
-        """One pool's life: submit ``todo`` (indices into ``tasks``), yield (index, outcome) as they
-        finish. The pool is killed if the consumer stops early (close, KeyboardInterrupt)."""
-        pool = ProcessPoolExecutor(min(self.workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),))
-        finished_cleanly = False
+    @staticmethod
+    def _submit(pool: ProcessPoolExecutor, fn: Callable[[T], R], tasks: list[T],
+                todo: list[int]) -> tuple[dict[Future, int], list[tuple[int, BaseException]]]:
+        """Submit ``todo``; return (future -> index, outcomes of the tasks a dead pool refused). The
+        stop signals are blocked meanwhile, so a worker never runs the driver's handlers between
+        its fork and its initializer; one that arrived is delivered on return."""
+        blocked = hasattr(signal, "pthread_sigmask")
+        if blocked:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             pending: dict[Future, int] = {}
             for k, i in enumerate(todo):
                 try:
                     pending[pool.submit(fn, tasks[i])] = i
                 except BrokenProcessPool as error:  # a worker died while we were still submitting
-                    yield from ((j, error) for j in todo[k:])
-                    break
+                    return pending, [(j, error) for j in todo[k:]]
+            return pending, []
+        finally:
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _round(self, fn: Callable[[T], R], tasks: list[T], todo: list[int]) -> Iterator[tuple[int, Any]]:
+        """One pool's life: submit ``todo`` (indices into ``tasks``), yield (index, outcome) as they
+        finish. The pool is killed if the consumer stops early (close, KeyboardInterrupt)."""
+        pool = ProcessPoolExecutor(min(self.workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),))
+        finished_cleanly = False
+        try:
+            pending, unsubmitted = self._submit(pool, fn, tasks, todo)
+            yield from unsubmitted
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
