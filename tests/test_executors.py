@@ -74,6 +74,22 @@ def test_make_executor_rejects_bad_choices():
         make_executor("dask")
 
 
+def test_ray_addresses_are_checked_for_a_listener_before_ray_starts():
+    import socket
+
+    from robustlaw.executors import check_reachable
+
+    for silent in ("127.0.0.1:9", "ray://127.0.0.1:9"):
+        with pytest.raises(RobustlawError, match="no Ray cluster answers at 127.0.0.1:9"):
+            check_reachable(silent)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    for unchecked in (None, "auto", "local"):
+        check_reachable(unchecked)
+
+
 def test_sweep_module_still_exports_the_executors():
     from robustlaw.sweep import LocalExecutor as Local, make_executor as make
 

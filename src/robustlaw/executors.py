@@ -244,10 +244,15 @@ class RayExecutor:
                        include_dashboard=False)
         if self.address is None and self.workers:
             options["num_cpus"] = self.workers
+        main = threading.current_thread() is threading.main_thread()
+        on_sigterm = signal.getsignal(signal.SIGTERM)
         try:
             ray.init(**options)
         except (ConnectionError, TimeoutError) as error:
             raise RobustlawError(f"--address {self.address}: cannot connect to a Ray cluster ({error})") from None
+        finally:
+            if main and on_sigterm is not None:  # ray.init installs its own SIGTERM handler: the driver's wins
+                signal.signal(signal.SIGTERM, on_sigterm)
         return ray, True
 
     def map_unordered(self, fn: Callable[[T], R], tasks: list[T]) -> Iterator[tuple[T, R | BaseException]]:
