@@ -71,7 +71,10 @@ def _limit_threads() -> None:
 
 
 def _die_with(parent: int) -> None:
-    """Make this process die when ``parent`` does: PR_SET_PDEATHSIG on Linux, else a watchdog thread."""
+    """Make this process die when ``parent`` does: PR_SET_PDEATHSIG on Linux, else a watchdog thread.
+
+    The death signal fires when the thread that forked this process ends; the pool forks its
+    workers from the thread that first submits, the driver's main thread."""
     armed = False
     if sys.platform.startswith("linux"):
         try:
