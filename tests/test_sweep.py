@@ -1,4 +1,6 @@
-"""Sweeps: batching, failures recorded, kill -9 and resume, same records batched or not, Ray."""
+"""Sweeps: batching, failures recorded, kill -9 and resume, same records batched or not, Ray.
+
+The executors themselves are tested in test_executors.py."""
 
 import json
 import signal
@@ -10,10 +12,10 @@ import textwrap
 import pytest
 
 import robustlaw.sweep as sweep_module
-from robustlaw.errors import RobustlawError, SpecError
+from robustlaw.errors import SpecError
 from robustlaw.experiment import run_group
 from robustlaw.store import Store
-from robustlaw.sweep import LocalExecutor, SweepSpec, batches, make_executor, run_sweep
+from robustlaw.sweep import LocalExecutor, SweepSpec, batches, run_sweep
 
 TIMING = {"fit_seconds", "certify_seconds", "seconds"}
 
@@ -120,13 +122,6 @@ def test_kill_9_mid_sweep_then_rerun_keeps_each_completed_run_once(tmp_path):
     assert all(after[k] == v for k, v in before.items())  # kept, not recomputed
 
 
-def test_make_executor_rejects_bad_choices():
-    with pytest.raises(RobustlawError, match="--address"):
-        make_executor("local", address="auto")
-    with pytest.raises(RobustlawError, match="unknown executor"):
-        make_executor("dask")
-
-
 def test_bad_batch_work_names_the_field():
     with pytest.raises(SpecError, match="batch_work"):
         SweepSpec.from_dict({"batch_work": -1})
@@ -156,24 +151,3 @@ def test_ray_sweep_matches_local_and_retries_a_dead_worker(tmp_path):
         remote = {r["key"]: untimed(r) for r in run_sweep(sweep, store, DyingRay(workers=2))}
     assert marker.exists()
     assert remote == local and all(r["status"] == "ok" for r in remote.values())
-
-
-def _die_once(marker, task):
-    """Kill this worker process the first time it is called (for the retry test)."""
-    import os
-
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)
-    return sweep_module.safe_run_group(task)
-
-
-def test_local_worker_that_dies_has_its_run_retried(tmp_path):
-    import functools
-
-    sweep = tiny(widths=(4,), seeds=(0, 1), batch_size=1)
-    tasks = [[r] for r in sweep.runs]
-    outcomes = list(LocalExecutor(2).map_unordered(functools.partial(_die_once, str(tmp_path / "died")), tasks))
-    assert (tmp_path / "died").exists()
-    assert sorted(t[0].key() for t, _ in outcomes) == sorted(r.key() for r in sweep.runs)
-    assert all(isinstance(out, list) and out[0]["status"] == "ok" for _, out in outcomes)

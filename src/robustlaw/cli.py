@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -18,6 +20,7 @@ from rich.table import Table
 from robustlaw.analysis import LAW_EXPONENT
 from robustlaw.effdim import DEFAULT_MAX_POINTS
 from robustlaw.errors import RobustlawError
+from robustlaw.executors import EXECUTORS
 from robustlaw.report import TABLE_COLUMNS, exponent_lines, format_value, table_rows, write_report
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped
@@ -76,7 +79,7 @@ def main():
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("robustlaw-results"),
               show_default=True, help="Folder for the results database and the HTML report.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(sorted(EXECUTORS)), default="local", show_default=True,
               help="Where runs execute: local worker processes, or a Ray cluster (pip install 'robustlaw[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. ray://host:10001 or auto); default: "
               "start a local Ray instance.")
@@ -96,19 +99,26 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     pool = make_executor(executor, workers, address)
     db = out / "results.db"
     start = time.perf_counter()
+    keys = {r.key() for r in sweep.runs}
     with Store(db) as store:
-        todo = len(sweep.runs) - len(store.done_keys() & {r.key() for r in sweep.runs})
+        todo = len(sweep.runs) - len(store.done_keys() & keys)
         console.print(f"sweep [bold]{sweep.name}[/bold]: {len(sweep.runs)} runs, {len(sweep.runs) - todo} already done")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("runs", total=todo)
-            records = run_sweep(sweep, store, pool, on_record=lambda r: progress.advance(task))
+        try:
+            with Progress(*columns, console=console, transient=False) as progress:
+                task = progress.add_task("runs", total=todo)
+                records = run_sweep(sweep, store, pool, on_record=lambda r: progress.advance(task))
+        except KeyboardInterrupt:
+            raise Interrupted(f"{len(store.done_keys() & keys)} finished runs are kept in {db}") from None
         print_summary(records, f"{sweep.name}: {sweep.description}")
-        report = write_report(records, out, title=f"robustlaw: {sweep.name}", description=sweep.description)
+        report = save_report(records, out, title=f"robustlaw: {sweep.name}", description=sweep.description)
     console.print(f"results: {db}")
     console.print(f"report:  {report}")
     console.print(f"wall time: {time.perf_counter() - start:.1f} s")
+    if records and all(r.get("status") != "ok" for r in records):
+        click.echo(f"robustlaw: error: every run of sweep {sweep.name} failed ({len(records)} runs)", err=True)
+        sys.exit(1)
 
 
 @main.command()
@@ -426,22 +436,42 @@ def lip(model: Path, domain, time_limit: float, seed: int, methods: tuple[str, .
     console.print(f"time: {bracket.seconds:.2f} s")
 
 
+class Interrupted(Exception):
+    """A command stopped by SIGINT or SIGTERM; the message says what was kept."""
+
+
+def _exit_now(signum: int, frame) -> None:
+    """A second SIGINT or SIGTERM: exit at once, quietly (workers die with this process)."""
+    os._exit(130)
+
+
+def _interrupt(signum: int, frame) -> None:
+    """The first SIGINT or SIGTERM: stop the command by KeyboardInterrupt (the sweep's executor
+    then kills its workers and finished runs stay in the store); the next signal exits at once."""
+    signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(signal.SIGTERM, _exit_now)
+    raise KeyboardInterrupt
+
+
 def entry() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2; the first
+    SIGINT or SIGTERM stops the command with one line and exit code 130, a second exits at once."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         main(standalone_mode=False)
     except RobustlawError as error:
         click.echo(f"robustlaw: error: {error}", err=True)
         sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("robustlaw: interrupted; finished runs are kept in the results database", err=True)
+    except Interrupted as stop:
+        click.echo(f"robustlaw: interrupted; {stop}", err=True)
+        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("robustlaw: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        click.echo("robustlaw: interrupted; finished runs are kept in the results database", err=True)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

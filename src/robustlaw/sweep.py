@@ -16,23 +16,21 @@ all axes and the seeds (robustlaw.grid), every point validated before the first 
 ``batch_size`` (runs) and ``batch_work`` (n x padded P) bound one batch of models fitted together
 (see :func:`batches`).
 
-Executors (:func:`make_executor`): ``local`` (worker processes, one thread each) and ``ray`` (a
-local or remote Ray cluster). Both stream (task, records or exception) back to :func:`run_sweep`,
-which is the single writer of the store.
+Executors (:mod:`robustlaw.executors`, re-exported here): ``local`` (worker processes, one thread
+each) and ``ray`` (a local or remote Ray cluster). Both stream (task, records or exception) back
+to :func:`run_sweep`, which is the single writer of the store.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from robustlaw.errors import RobustlawError, SpecError
+from robustlaw.executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, make_executor  # noqa: F401 (re-exported)
 from robustlaw.experiment import RunSpec, failed_record, run_group
 from robustlaw.grid import SECTIONS, expand
 from robustlaw.store import Store
@@ -130,132 +128,30 @@ def safe_run_group(specs: list[RunSpec]) -> list[dict]:
     return [record for spec in specs for record in safe_run_group([spec])]
 
 
-def _init_worker() -> None:
-    """One thread per worker: oversubscribed threads made the same fit 10-30x slower here."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
-Outcome = tuple[list[RunSpec], "list[dict] | BaseException"]
-
-
-class LocalExecutor:
-    """Runs tasks in ``workers`` processes with one thread each (inline when workers == 1).
-
-    If a worker process dies, the pool is rebuilt and the unfinished tasks are retried, each at
-    most ``retries`` times; a task that still fails comes back as its exception.
-    """
-
-    def __init__(self, workers: int | None = None, retries: int = 2):
-        self.workers = workers or os.cpu_count() or 1
-        self.retries = retries
-
-    def map_unordered(self, fn: Callable[[list[RunSpec]], list[dict]], tasks: list[list[RunSpec]]) -> Iterator[Outcome]:
-        if self.workers == 1 or len(tasks) == 1:
-            _init_worker()
-            for task in tasks:
-                try:
-                    yield task, fn(task)
-                except Exception as error:
-                    yield task, error
-            return
-        attempts = {id(t): 0 for t in tasks}
-        todo = list(tasks)
-        while todo:
-            broken = []
-            with ProcessPoolExecutor(min(self.workers, len(todo)), initializer=_init_worker) as pool:
-                pending = {pool.submit(fn, t): t for t in todo}
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        task = pending.pop(future)
-                        try:
-                            yield task, future.result()
-                        except BrokenProcessPool as error:
-                            attempts[id(task)] += 1
-                            if attempts[id(task)] > self.retries:
-                                yield task, error
-                            else:
-                                broken.append(task)
-                        except Exception as error:
-                            yield task, error
-            todo = broken
-
-
-class RayExecutor:
-    """Runs tasks as Ray tasks (one CPU each) on the cluster at ``address`` (default: a local Ray
-    instance with ``workers`` CPUs), streaming results back as they finish. Ray retries a task
-    whose worker dies (``retries`` times); a task that still fails comes back as its exception.
-    Workers get this driver's copy of robustlaw on their PYTHONPATH (nodes that lack it use
-    their installed package)."""
-
-    def __init__(self, address: str | None = None, workers: int | None = None, retries: int = 3):
-        self.address, self.workers, self.retries = address, workers, retries
-
-    def map_unordered(self, fn: Callable[[list[RunSpec]], list[dict]], tasks: list[list[RunSpec]]) -> Iterator[Outcome]:
-        try:
-            import ray
-        except ImportError:
-            raise RobustlawError("--executor ray needs Ray: pip install 'robustlaw[ray]'") from None
-        import robustlaw
-
-        source = str(Path(robustlaw.__file__).resolve().parents[1])
-        path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
-        env = {"PYTHONPATH": path, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        started = not ray.is_initialized()
-        if started:
-            options = dict(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False,
-                           include_dashboard=False)
-            if self.address is None and self.workers:
-                options["num_cpus"] = self.workers
-            try:
-                ray.init(**options)
-            except ConnectionError as error:
-                raise RobustlawError(f"--address {self.address}: cannot connect to a Ray cluster ({error})") from None
-        try:
-            remote = ray.remote(num_cpus=1, max_retries=self.retries, retry_exceptions=False)(fn)
-            pending = {remote.remote(t): t for t in tasks}
-            while pending:
-                finished, _ = ray.wait(list(pending), num_returns=1)
-                for ref in finished:
-                    task = pending.pop(ref)
-                    try:
-                        yield task, ray.get(ref)
-                    except Exception as error:  # the task failed on every attempt (e.g. its worker kept dying)
-                        yield task, error
-        finally:
-            if started:
-                ray.shutdown()
-
-
-def make_executor(kind: str = "local", workers: int | None = None, address: str | None = None):
-    """The executor called ``kind`` (local or ray)."""
-    if kind == "local":
-        if address:
-            raise RobustlawError("--address is only for --executor ray")
-        return LocalExecutor(workers)
-    if kind == "ray":
-        return RayExecutor(address, workers)
-    raise RobustlawError(f"unknown executor {kind!r} (known: local, ray)")
-
-
-def run_sweep(sweep: SweepSpec, store: Store, executor=None,
+def run_sweep(sweep: SweepSpec, store: Store, executor: Executor | None = None,
               on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every run of ``sweep`` not yet in ``store``; write each record as it arrives.
 
     Returns the sweep's records (old and new). The driver is the store's only writer, and each
-    record is committed on arrival, so a killed driver loses only runs still in flight.
+    record is committed on arrival, so a killed driver loses only runs still in flight. If this
+    call is interrupted (KeyboardInterrupt), the executor's iterator is closed, which stops its
+    workers, and the interrupt propagates.
     """
     done = store.done_keys()
     todo = [r for r in sweep.runs if r.key() not in done]
     executor = executor or LocalExecutor()
     # largest batches first, so the long tasks do not finish last
     tasks = sorted(batches(todo, sweep.batch_size, sweep.batch_work), key=lambda b: -len(b) * b[-1].work())
-    for task, outcome in executor.map_unordered(safe_run_group, tasks):
-        records = [failed_record(s, outcome).as_dict() for s in task] if isinstance(outcome, BaseException) else outcome
-        for record in records:
-            store.put(record)
-            if on_record:
-                on_record(record)
+    outcomes = executor.map_unordered(safe_run_group, tasks)
+    try:
+        for task, outcome in outcomes:
+            records = [failed_record(s, outcome).as_dict() for s in task] if isinstance(outcome, BaseException) else outcome
+            for record in records:
+                store.put(record)
+                if on_record:
+                    on_record(record)
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            close()
     return store.records(keys={r.key() for r in sweep.runs})
