@@ -1,5 +1,9 @@
 """The results store: one SQLite file, one row per run, keyed by the hash of its spec.
 
+The ``runs`` table declares a column for every field of :class:`robustlaw.experiment.Record`
+(``SELECT n, P, lip_lower FROM runs WHERE sweep = 'x'`` works in plain SQL), and keeps the whole
+record as JSON in ``record``. Databases written before a column existed get it added (empty).
+
 Each record is written in its own transaction as soon as it arrives, so an interrupted sweep
 loses nothing it finished, and a re-run skips every key already stored with status ok.
 
@@ -20,6 +24,7 @@ import time
 from pathlib import Path
 
 from robustlaw.errors import RobustlawError
+from robustlaw.experiment import COLUMNS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -36,6 +41,16 @@ SQLITE_HEADER = 100
 WAL_FORMAT = 2
 #: The fields every stored record must hold.
 RECORD_KEYS = ("key", "sweep", "status")
+#: The record's other fields, each a declared column, with its SQL type.
+FIELDS = {name: ("INTEGER" if kind.startswith(("int", "bool")) else "REAL" if kind.startswith("float") else "TEXT")
+          for name, kind in COLUMNS.items() if name not in RECORD_KEYS}
+
+
+def _column_value(value):
+    """A record value as SQLite stores it (booleans as 0/1; anything else not a number or text as JSON)."""
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    return json.dumps(value)
 
 
 def _parse_record(text) -> dict | None:
@@ -100,6 +115,10 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        for name, sql_type in FIELDS.items():
+            if name not in present:
+                db.execute(f'ALTER TABLE runs ADD COLUMN "{name}" {sql_type}')
 
     def _require_runs_table(self, db: sqlite3.Connection) -> None:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -133,11 +152,13 @@ class Store:
 
     def put(self, record: dict) -> None:
         """Insert or replace one record (a flat dict with at least key, sweep, status)."""
-        row = (record["key"], record["sweep"], record["status"], time.time(), json.dumps(record, sort_keys=True))
+        columns = ["key", "sweep", "status", "created", "record", *FIELDS]
+        row = (record["key"], record["sweep"], record["status"], time.time(), json.dumps(record, sort_keys=True),
+               *(_column_value(record.get(name)) for name in FIELDS))
+        names = ", ".join(f'"{c}"' for c in columns)
         try:
             with self._db:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO runs (key, sweep, status, created, record) VALUES (?, ?, ?, ?, ?)", row)
+                self._db.execute(f"INSERT OR REPLACE INTO runs ({names}) VALUES ({', '.join('?' * len(columns))})", row)
         except sqlite3.Error as error:
             raise self._error(error) from None
 
