@@ -157,9 +157,10 @@ def test_corrupted_database_is_one_line_on_read_and_on_put(cli, results_db, tmp_
 
 def test_malformed_records_are_skipped_with_one_warning(cli, results_db, tmp_path, capsys):
     with sqlite3.connect(results_db) as db:
-        db.execute("INSERT INTO runs (key, sweep, status, created, record) VALUES ('bad1', 's', 'ok', 1e12, 'not json')")
-        db.execute("INSERT INTO runs (key, sweep, status, created, record) VALUES ('bad2', 's', 'ok', 1e12, '{\"lip_lower\": 1}')")
-        db.execute("INSERT INTO runs (key, sweep, status, created, record) VALUES ('bad3', 's', 'ok', 1e12, '[1, 2]')")
+        insert = "INSERT INTO runs (key, sweep, status, created, record) VALUES (?, 's', 'ok', 1e12, ?)"
+        db.execute(insert, ("bad1", "not json"))
+        db.execute(insert, ("bad2", '{"lip_lower": 1}'))
+        db.execute(insert, ("bad3", "[1, 2]"))
     db.close()
     with Store(results_db, create=False) as store:
         assert len(store.records()) == 200

@@ -9,10 +9,10 @@ from robustlaw.lipschitz import certificates  # noqa: F401  (registers the struc
 from robustlaw.lipschitz.certify import Bracket, UnsoundBracket, certify, upper_bound
 from robustlaw.lipschitz.domain import DOMAINS, Ball, Domain, Global, LocalBalls, Sphere, make_domain, parse_domain
 from robustlaw.lipschitz.exact import exact_two_layer
-from robustlaw.lipschitz.files import load_model, load_npz
+from robustlaw.lipschitz.files import as_net, load_model, load_npz
 from robustlaw.lipschitz.lower import gradient_norms, mean_gradient_norm, search_lower, witness_norm
 from robustlaw.lipschitz.methods import METHODS, Bound, Budget, LipschitzMethod, Problem, UpperCertificate
-from robustlaw.lipschitz.network import Net, as_net, from_torch
+from robustlaw.lipschitz.network import Net, from_torch
 
 __all__ = ["DOMAINS", "METHODS", "Ball", "Bound", "Bracket", "Budget", "Domain", "Global", "LipschitzMethod",
            "LocalBalls", "Net", "Problem", "Sphere", "UnsoundBracket", "UpperCertificate", "as_net", "certify",

@@ -23,7 +23,8 @@ from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain, Global
 from robustlaw.lipschitz.lower import witness_norm
 from robustlaw.lipschitz.methods import METHODS, Bound, Budget, Problem
-from robustlaw.lipschitz.network import Net, as_net
+from robustlaw.lipschitz.files import as_net
+from robustlaw.lipschitz.network import Net
 from robustlaw.seeding import stream
 
 
@@ -157,11 +158,12 @@ def upper_bound(model, domain: Domain | None = None, time_limit: float | None = 
                 methods: Iterable[str] | None = None, split: int = 0) -> Bound:
     """The smallest registered certificate of ``model`` on ``domain`` alone (no search): a :class:`Bound`
     with ``value`` and ``method`` (``split``: neurons to branch on)."""
-    budget = Budget(time_limit, split)
-    problem = _problem(model, domain or Global(), None, None, 0, methods)
-    for method in METHODS.values():
-        if method.side == "upper" and method.name in problem.enabled and method.applies(problem):
-            problem.uppers += method.run(problem, budget)
+    with _threads(1):
+        budget = Budget(time_limit, split)
+        problem = _problem(model, domain or Global(), None, None, 0, methods)
+        for method in METHODS.values():
+            if method.side == "upper" and method.name in problem.enabled and method.applies(problem):
+                problem.uppers += method.run(problem, budget)
     up = min(problem.uppers, key=lambda b: b.value, default=Bound("upper", math.inf, "none"))
     return Bound("upper", up.value, up.method, steepest=problem.steepest())
 

@@ -268,3 +268,13 @@ def _real(path: Path, name: str, tensor: torch.Tensor | None) -> np.ndarray | No
                                                             torch.uint8)):
         raise RobustlawError(f"{path}: {name} must be a real numeric tensor, got {tensor.dtype}")
     return tensor.detach().to(torch.float64).cpu().numpy().copy()
+
+
+def as_net(model) -> Net:
+    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` or ``.pt`` file
+    (read by :func:`load_model`)."""
+    if isinstance(model, Net):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_model(model)
+    return from_torch(model)

@@ -24,7 +24,7 @@ from robustlaw.activations import ACTIVATIONS, RELU, Activation, Identity, Piece
 from robustlaw.errors import RobustlawError
 from robustlaw.models import Network
 
-__all__ = ["RELU", "Activation", "Net", "as_net", "check_scale", "from_torch"]
+__all__ = ["RELU", "Activation", "Net", "check_scale", "from_torch"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -236,15 +236,3 @@ def _check_finite(net: Net) -> None:
     for i, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
         if not (np.isfinite(W).all() and np.isfinite(b).all()):
             raise RobustlawError(f"layer {i} has NaN or infinite weights")
-
-
-def as_net(model) -> Net:
-    """A :class:`Net` from a Net, a torch Sequential, or a path to an ``.npz`` or ``.pt`` file (read by
-    :func:`robustlaw.lipschitz.files.load_model`)."""
-    if isinstance(model, Net):
-        return model
-    if isinstance(model, (str, Path)):
-        from robustlaw.lipschitz.files import load_model  # files builds on this module
-
-        return load_model(model)
-    return from_torch(model)

@@ -2,8 +2,9 @@
 
 The analogue of scikit-learn's ``check_estimator``: a fixed, seeded family of networks and domains
 (:func:`cases`: two-layer and deep; ReLU, LeakyReLU with slopes below 0, in (0, 1) and above 1, tanh;
-degenerate nets with dead, duplicated and cancelling neurons; a trained interpolating net; on R^d, a
-ball, an off-centre ball, a sphere and local balls), and an independent search for steep points
+degenerate nets with dead, duplicated and cancelling neurons; a trained interpolating net; the papers'
+constructions (caps, tensor interpolation with t^2, one bump per point, BS21's projection, McShane);
+on R^d, a ball, an off-centre ball, a sphere and local balls), and an independent search for steep points
 (random points of the domain, then random local refinement around the steepest, all by float64
 autograd: no code of robustlaw's own searches). A check fails with an ``AssertionError`` that names
 the case and the point.
@@ -34,7 +35,7 @@ class Case:
     """One network on one domain; ``name`` says which (it appears in every failure message)."""
 
     name: str
-    model: Network
+    model: nn.Module
     domain: Domain
 
     def __repr__(self) -> str:
@@ -82,6 +83,23 @@ def _trained(seed: int) -> Network:
     return net
 
 
+def _constructions() -> dict[str, tuple[nn.Module, list[Domain]]]:
+    """The papers' interpolators on random signs on the sphere (n = 12, d = 16; tensor: d = 6)."""
+    from robustlaw import constructions as C
+    from robustlaw.data import sphere
+
+    rng = np.random.default_rng(2020)
+    X, y = sphere(12, 16, rng), rng.choice([-1.0, 1.0], size=12)
+    small = sphere(8, 6, rng)
+    return {
+        "caps 16-12-1": (C.caps(X, y, offset=0.05), [Ball(1.0), Global()]),
+        "tensor t^2 6-6-1": (C.tensor(small, y[:8]), [Ball(1.0)]),
+        "rbf bumps": (C.rbf(X, y), [Ball(1.0)]),
+        "projected rbf d'=4": (C.projected_rbf(X, y, 4), [Ball(1.0)]),
+        "mcshane": (C.mcshane(X, y), [Ball(1.0)]),
+    }
+
+
 def cases() -> list[Case]:
     """The fixed family every check runs over (built fresh on each call; a few seconds)."""
     rng = np.random.default_rng(2021)
@@ -97,6 +115,7 @@ def cases() -> list[Case]:
         "tanh 3-10-10-1": (_net(3, [10, 10], nn.Tanh, 7, bias=1.0), [Global(), Ball(1.0), Sphere(1.0)]),
         "degenerate relu 3-6-1": (_degenerate(8), [Global(), Ball(1.0)]),
         "trained relu 4-24-1": (_trained(9), [Ball(1.0), Sphere(1.0)]),
+        **_constructions(),
     }
     return [Case(f"{name} on {domain.describe()}", model, domain) for name, (model, domains) in nets.items()
             for domain in domains]
@@ -127,7 +146,7 @@ def steepest_found(case: Case, samples: int = 20_000, rounds: int = 4, seed: int
 def check_upper_bound(fn: UpperFn, family: list[Case] | None = None) -> None:
     """``fn(model, domain) -> float`` must be >= every gradient norm the independent search finds on every
     case (up to 1e-9 relative). Raises AssertionError naming the case and the point otherwise."""
-    for case in family or cases():
+    for case in (cases() if family is None else family):
         bound = float(fn(case.model, case.domain))
         found, point = steepest_found(case)
         if not found <= bound * (1 + 1e-9) + 1e-12:
@@ -138,7 +157,7 @@ def check_upper_bound(fn: UpperFn, family: list[Case] | None = None) -> None:
 def check_lower_bound(fn: LowerFn, family: list[Case] | None = None) -> None:
     """``fn(model, domain) -> (value, witness)``: the witness lies in the domain and the gradient norm there
     (float64 autograd, tangential on a sphere) reproduces the value to 1e-7 relative."""
-    for case in family or cases():
+    for case in (cases() if family is None else family):
         value, witness = fn(case.model, case.domain)
         witness = np.asarray(witness, dtype=float)
         if not case.domain.contains(witness):
@@ -151,7 +170,7 @@ def check_lower_bound(fn: LowerFn, family: list[Case] | None = None) -> None:
 
 def check_deterministic(fn: Callable[[nn.Module, Domain], object], family: list[Case] | None = None) -> None:
     """``fn`` gives the same answer twice on every case (no time limit, same seed)."""
-    for case in family or cases():
+    for case in (cases() if family is None else family):
         first, second = fn(case.model, case.domain), fn(case.model, case.domain)
         if not _same(first, second):
             raise AssertionError(f"not deterministic on {case.name}: {first!r} then {second!r}")
@@ -163,38 +182,36 @@ def _same(a, b) -> bool:
     return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
 
-def check_method(name: str, family: list[Case] | None = None) -> None:
+def check_method(name: str, family: list[Case] | None = None, time_limit: float | None = None) -> int:
     """The registered Lipschitz method ``name``, alone, on every case it applies to: its upper bounds pass
-    :func:`check_upper_bound`, its lower bounds :func:`check_lower_bound`."""
+    :func:`check_upper_bound`, its lower bounds :func:`check_lower_bound`. Returns how many cases it
+    applied to (a method that applies to none is not checked: add a case for it)."""
     from robustlaw.lipschitz import METHODS, certify
 
     side = METHODS.get(name).side
-    applicable = [c for c in family or cases() if _applies(name, c)]
+    applicable = [c for c in (cases() if family is None else family) if _applies(name, c)]
+
+    def bracket(m, dom):
+        return certify(m, dom, X=_data_for(m, dom), time_limit=time_limit, methods=[name])
+
     if side in ("upper", "exact"):
-        check_upper_bound(lambda m, dom: certify(m, dom, time_limit=None, methods=[name]).upper, applicable)
+        check_upper_bound(lambda m, dom: bracket(m, dom).upper, applicable)
     if side in ("lower", "exact"):
-        def lower(m, dom):
-            b = certify(m, dom, X=_data_for(m, dom), time_limit=None, methods=[name])
-            return b.lower, b.witness
-        check_lower_bound(lower, [c for c in applicable if _finds_points(name, c)])
+        found = [(c, bracket(c.model, c.domain)) for c in applicable]
+        check_lower_bound(lambda m, dom: next((b.lower, b.witness) for c, b in found if c.model is m and c.domain is dom),
+                          [c for c, b in found if b.lower_method != "none"])
+    return len(applicable)
 
 
 def _applies(name: str, case: Case) -> bool:
     from robustlaw.lipschitz import METHODS
+    from robustlaw.lipschitz.files import as_net
     from robustlaw.lipschitz.methods import Problem
-    from robustlaw.lipschitz.network import as_net
 
-    problem = Problem(case.model, as_net(case.model), case.domain, None, None, 0, np.random.default_rng(0))
+    net = as_net(case.model) if isinstance(case.model, nn.Sequential) else None
+    problem = Problem(case.model, net, case.domain, None, None, 0, np.random.default_rng(0))
     return METHODS.get(name).applies(problem)
 
 
-def _data_for(model: Network, domain: Domain) -> np.ndarray:
+def _data_for(model: nn.Module, domain: Domain) -> np.ndarray:
     return domain.sample(np.random.default_rng(1), 16, model.input_dim)
-
-
-def _finds_points(name: str, case: Case) -> bool:
-    """Whether the method, alone, returns a witness (the exact solver gives none on a sphere)."""
-    from robustlaw.lipschitz import certify
-
-    return certify(case.model, case.domain, X=_data_for(case.model, case.domain), time_limit=None,
-                   methods=[name]).lower_method != "none"
