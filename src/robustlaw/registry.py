@@ -38,6 +38,10 @@ class Registry(Generic[T]):
 
         return add if item is None else add(item)
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (e.g. a plug-in registered for one test) and return it."""
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         """The plug-in called ``name``; a one-line :class:`SpecError` naming the known ones otherwise."""
         if name not in self._items:

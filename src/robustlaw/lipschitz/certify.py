@@ -9,6 +9,7 @@ and refinements, each within its share of the time limit (or with a fixed effort
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from robustlaw.lipschitz.domain import Domain, Global
 from robustlaw.lipschitz.lower import witness_norm
 from robustlaw.lipschitz.methods import METHODS, Bound, Budget, Problem
 from robustlaw.lipschitz.files import as_net
-from robustlaw.lipschitz.network import Net
+from robustlaw.lipschitz.network import Net, check_scale
 from robustlaw.seeding import stream
 
 
@@ -102,13 +103,29 @@ def _problem(model, domain: Domain, X, y, seed: int, methods: Iterable[str] | No
     for name in enabled:
         METHODS.get(name)
     module = isinstance(model, nn.Module) and not isinstance(model, nn.Sequential)
-    net = None if module else as_net(model)
+    net, scale = (None, 1.0) if module else _rescaled(as_net(model))
     d = net.d if net is not None else (np.shape(X)[1] if X is not None else model.input_dim)
     domain.check_dim(d)
     if X is not None and np.shape(X)[1] != d:
         raise RobustlawError(f"the data have {np.shape(X)[1]} coordinates, the network takes {d} inputs")
     details = {"network": net.describe()} if net is not None else {}
+    if scale != 1.0:
+        details["scale"] = scale
     return Problem(model, net, domain, X, y, seed, stream(seed, "search"), enabled, details=details)
+
+
+#: weights outside [1 / EXTREME, EXTREME] make float64 overflow or underflow on the way to a bound
+EXTREME = 1e50
+
+
+def _rescaled(net: Net) -> tuple[Net, float]:
+    """The network itself, or (for extreme weights) an exactly rescaled copy and the factor c with
+    f = c f' (:meth:`Net.balanced`): every bound of f' times c is the bound of f. One error line when
+    even that cannot stay finite."""
+    sizes = [float(np.abs(W).max()) for W in net.weights if W.size]
+    if all(1 / EXTREME <= s <= EXTREME for s in sizes if s > 0):
+        return net, 1.0
+    return check_scale(net)
 
 
 def _fold(problem: Problem, budget: Budget) -> None:
@@ -146,6 +163,8 @@ def _bracket(problem: Problem, budget: Budget) -> Bracket:
     d = problem.net.d if problem.net is not None else np.shape(problem.X)[1]
     low = max(problem.lowers, key=lambda b: b.value, default=Bound("lower", 0.0, "none", witness=np.zeros(d)))
     up = min(problem.uppers, key=lambda b: b.value, default=Bound("upper", math.inf, "none"))
+    scale = problem.details.get("scale", 1.0)
+    low, up = dataclasses.replace(low, value=low.value * scale), dataclasses.replace(up, value=up.value * scale)
     if low.value > up.value * (1 + 1e-9):
         raise UnsoundBracket(f"lower bound {low.value:.10g} ({low.method}) above upper bound {up.value:.10g} "
                              f"({up.method}) on {problem.domain.describe()}: a certificate is wrong; please report it")
