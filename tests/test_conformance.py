@@ -51,3 +51,13 @@ def test_a_random_method_is_not_deterministic(family):
     counter = iter(range(10**6))
     with pytest.raises(AssertionError, match="not deterministic"):
         check_deterministic(lambda model, domain: next(counter), family[:1])
+
+
+def test_a_time_limit_skips_what_it_cannot_afford_and_a_fixed_effort_skips_nothing():
+    from robustlaw.lipschitz import Budget
+
+    assert Budget(None).affords(1e30)
+    assert Budget(10.0).affords(1e6) and not Budget(10.0).affords(1e15)
+    big = torch.nn.Sequential(torch.nn.Linear(600, 600), torch.nn.ReLU(), torch.nn.Linear(600, 1)).double()
+    b = certify(big, time_limit=0.3)
+    assert b.upper_method in ("spectral", "path") and b.lower <= b.upper  # the Shor eigen-problems did not fit

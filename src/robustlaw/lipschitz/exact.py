@@ -721,3 +721,10 @@ def exact_two_layer(net: Net, center: Array | None = None, radius: float | None 
     if result is not None:
         result.info.update(free=P.k, rank=P.r, merged=P.merged)
     return result
+
+
+def may_cover(net: Net, budget: int = 30_000_000) -> bool:
+    """Whether the patterns of ``net`` may be coverable at all, judged without reducing the problem: few
+    neurons (sorted patterns), or few enough flats even at the largest possible rank min(k, d)."""
+    k = net.widths[0]
+    return k <= 22 or flat_cost(k, min(k, net.d), False) <= budget

@@ -48,6 +48,10 @@ class Bound:
     info: dict = field(default_factory=dict)
 
 
+#: a conservative rate of float64 work on one thread of this kind of machine (flop/s): a step whose
+#: estimated cost does not fit the time left at this rate is skipped or done cheaply under a time limit
+FLOP_RATE = 5e9
+
 #: the fraction of the time left that each step of :func:`certify` may use (``Budget.until``)
 SHARES = {"exact": 0.7, "search": 0.3, "upper": 1.0, "upper-local": 0.8, "per-ball": 0.7}
 
@@ -75,6 +79,10 @@ class Budget:
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
+
+    def affords(self, flops: float, deadline: float | None = None) -> bool:
+        """Does work of ``flops`` fit before ``deadline`` (default: the end)? Always, with a fixed effort."""
+        return self.fixed or flops <= FLOP_RATE * ((self.deadline if deadline is None else deadline) - time.perf_counter())
 
     def expired(self) -> bool:
         return time.perf_counter() > self.deadline
@@ -156,6 +164,8 @@ class ExactTwoLayer:
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
         deadline = budget.until("exact")
+        if not (budget.fixed or exact.may_cover(problem.net) or budget.affords(upper.svd_flops(problem.net), deadline)):
+            return []  # too many neurons to cover, and no time even to reduce the problem
         balls = problem.domain.covering_balls()
         results = []
         for c, r in [(None, None)] if balls is None else [(b.center, b.radius) for b in balls]:
@@ -186,8 +196,12 @@ class GradientSearch:
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
         steps = 100 if budget.fixed or budget.left() > 5 else 20
+        deadline = budget.until("search")
+        # under a time limit, as many candidate points as fit in the search's share (512 with a fixed effort)
+        per_point = 60.0 * sum(p.numel() for p in problem.torch_model.parameters())
+        count = 512 if budget.fixed else int(np.clip(FLOP_RATE * (deadline - time.perf_counter()) / (8 * per_point), 8, 512))
         low = lower.search_lower(problem.torch_model, problem.domain, problem.X, problem.y, seed=problem.seed,
-                                 ascent_steps=steps, deadline=budget.until("search"))
+                                 count=count, ascent_starts=min(32, count // 4), ascent_steps=steps, deadline=deadline)
         return [Bound("lower", low.value, low.method, witness=low.witness)]
 
 
@@ -218,7 +232,8 @@ class RegionWalk:
         return problem.net is not None and not LineWalk().applies(problem)
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
-        if budget.expired():
+        net = problem.net
+        if not budget.affords(8.0 * sum(net.widths) * sum(W.size for W in net.weights)):  # a few line scans
             return []
         found = lower.walk_grids(problem.net, problem.domain, problem.best_points(), problem.rng, budget.deadline)
         return [Bound("lower", math.nan, method, witness=x) for x, method in found]
@@ -258,6 +273,10 @@ class Effort:
     split: int = 0
     iters: int = 1000
     boxes: list | None = None
+
+    def affords(self, flops: float) -> bool:
+        """Does work of ``flops`` fit before the deadline (at :data:`FLOP_RATE`)? Always without one."""
+        return flops <= FLOP_RATE * (self.deadline - time.perf_counter())
 
 
 @dataclass
@@ -306,7 +325,7 @@ def _deep(net: Net) -> bool:
 
 
 def _spectral(net: Net, domain: Domain, effort: Effort) -> float:
-    return upper.spectral_bound(net, effort.boxes)
+    return upper.spectral_bound(net, effort.boxes, exact=effort.affords(upper.svd_flops(net)))
 
 
 def _path(net: Net, domain: Domain, effort: Effort) -> float:
@@ -314,6 +333,8 @@ def _path(net: Net, domain: Domain, effort: Effort) -> float:
 
 
 def _shor(net: Net, domain: Domain, effort: Effort) -> float:
+    if not effort.affords(30.0 * net.d**3):  # a few eigen-decompositions in the gradient's space
+        return math.inf
     g0, D = upper.all_pattern_parts(net, effort.boxes)
     if not (np.isfinite(D).all() and np.isfinite(g0).all()):
         return math.inf
@@ -321,12 +342,14 @@ def _shor(net: Net, domain: Domain, effort: Effort) -> float:
 
 
 def _lipsdp(net: Net, domain: Domain, effort: Effort) -> float:
-    if time.perf_counter() >= effort.deadline:
+    if not effort.affords(30.0 * (net.d + sum(net.widths)) ** 3):  # a few eigen-decompositions of the matrix
         return math.inf
     return upper.lipsdp_branch_bound(net, effort.boxes, effort.deadline, branches=4 * effort.split, iters=effort.iters)
 
 
 def _shor_tail(net: Net, domain: Domain, effort: Effort) -> float:
+    if not effort.affords(upper.svd_flops(net) + 30.0 * net.widths[-2] ** 3):
+        return math.inf
     return upper.tail_shor_bound(net, effort.boxes, effort.deadline, effort.split)
 
 

@@ -79,14 +79,28 @@ def slope_boxes(net: Net, domain: Domain) -> list[tuple[np.ndarray, np.ndarray]]
     return [act.slope_range(lo, hi) for act, (lo, hi) in zip(net.acts, preactivation_bounds(net, domain))]
 
 
-def spectral_bound(net: Net, boxes) -> float:
-    """||W_L|| prod_i ||diag(m_i) W_i||_op with m_i the largest |slope| per neuron."""
-    value = np.linalg.norm(net.weights[-1], 2)
+def operator_norm(A: np.ndarray, exact: bool = True) -> float:
+    """||A||_op, or (``exact=False``, for matrices too large for an SVD in the time left) the cheaper sound
+    bound min(||A||_F, sqrt(||A||_1 ||A||_inf))."""
+    if exact:
+        return float(np.linalg.norm(A, 2))
+    return float(min(np.linalg.norm(A), math.sqrt(np.abs(A).sum(axis=0).max() * np.abs(A).sum(axis=1).max())))
+
+
+def svd_flops(net: Net) -> float:
+    """About the floating-point operations of the SVDs of every layer (for deciding what a time limit affords)."""
+    return sum(10.0 * W.shape[0] * W.shape[1] * min(W.shape) for W in net.weights)
+
+
+def spectral_bound(net: Net, boxes, exact: bool = True) -> float:
+    """||W_L|| prod_i ||diag(m_i) W_i||_op with m_i the largest |slope| per neuron (``exact=False``: each
+    operator norm replaced by the cheaper bound of :func:`operator_norm`)."""
+    value = operator_norm(net.weights[-1], exact)
     for W, (lo, hi) in zip(net.weights[:-1], boxes):
         m = np.maximum(np.abs(lo), np.abs(hi))
         if not np.isfinite(m).all():
             return math.inf
-        value *= np.linalg.norm(m[:, None] * W, 2)
+        value *= operator_norm(m[:, None] * W, exact)
     return float(value)
 
 
