@@ -257,3 +257,13 @@ def test_large_inputs_use_the_gram_distances_and_still_interpolate(monkeypatch):
         got = predictions(model, points)
         assert np.abs(got - expected).max() <= 1e-9
         assert np.abs(got[:60] - y).max() <= 1e-12  # the nearest centre is recomputed exactly
+
+
+def test_each_run_of_a_construction_batch_is_built_with_its_own_size():
+    from robustlaw.experiment import run_group
+
+    data = DataSpec(distribution="sphere", n=20, d=12)
+    specs = [RunSpec(data=data, model=ModelSpec.of(family="construction", construction="projected_rbf", size=size))
+             for size in (4, 6)]
+    records = run_group(specs)
+    assert [r["P"] for r in records] == [20 * 5, 20 * 7]  # P = n (d' + 1)

@@ -231,7 +231,7 @@ def run_group(specs: list[RunSpec]) -> list[dict]:
     prepared = [prepare(s) for s in specs]
     family, fit_spec = specs[0].model.kind, specs[0].fit
     models, fitted = family.fit([p.model for p in prepared], [p.data for p in prepared], fit_spec,
-                                specs[0].model, [s.seed for s in specs])
+                                [s.model for s in specs], [s.seed for s in specs])
     records = []
     for run, model, result in zip(prepared, models, fitted):
         run.model = model

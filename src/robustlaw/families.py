@@ -118,7 +118,7 @@ class Family(Protocol):
 
     def batch_key(self, spec: ModelSpec) -> tuple: ...
 
-    def fit(self, models: list, data: list[Dataset], spec: FitSpec, models_spec: ModelSpec,
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
             seeds: list[int]) -> tuple[list, list[FitResult]]: ...
 
 
@@ -139,7 +139,7 @@ class TrainedFamily:
     def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
         return mlp(d, self.hidden(spec), activation=spec.activation, seed=seed, q=spec.q)
 
-    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_spec: ModelSpec,
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
             seeds: list[int]) -> tuple[list, list[FitResult]]:
         results = fit_many(models, [x.X for x in data], [x.y for x in data], spec, [x.sigma for x in data], seeds)
         return models, results
@@ -190,12 +190,12 @@ class Construction:
     def work(self, spec: ModelSpec, n: int, d: int) -> int:
         return n * d
 
-    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_spec: ModelSpec,
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
             seeds: list[int]) -> tuple[list, list[FitResult | BaseException]]:
-        """Build each construction on its data; a failed precondition fails that run only (its exception
-        stands in the place of its result)."""
+        """Build each run's construction on its data; a failed precondition fails that run only (its
+        exception stands in the place of its result)."""
         built, results = [], []
-        for run_data, seed in zip(data, seeds):
+        for run_data, model_spec, seed in zip(data, model_specs, seeds):
             try:
                 model, result = construct(model_spec, spec, run_data, seed)
             except Exception as error:  # noqa: BLE001 -- returned, recorded by the caller
