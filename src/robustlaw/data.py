@@ -18,7 +18,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 
 from robustlaw.errors import RobustlawError, require
-from robustlaw.registry import Registry, build_variant
+from robustlaw.registry import Registry, build_variant, settle_options
 from robustlaw.seeding import stream
 
 Array = np.ndarray
@@ -183,11 +183,7 @@ class DataSpec:
         return build_variant(cls, "distribution", DISTRIBUTIONS, fields)
 
     def __post_init__(self):
-        source = DISTRIBUTIONS.get(self.distribution)
-        if self.options is None:
-            object.__setattr__(self, "options", source.options())
-        require(isinstance(self.options, source.options), "data.distribution",
-                f"{self.distribution} takes {source.options.__name__}, got {type(self.options).__name__}")
+        source = settle_options(self, self.distribution, DISTRIBUTIONS)
         require(_is_int(self.n) and 2 <= self.n <= MAX_POINTS, "data.n",
                 f"must be an integer in [2, {MAX_POINTS:.0e}], got {self.n!r}")
         require(_is_int(self.d) and 1 <= self.d, "data.d", f"must be an integer >= 1, got {self.d!r}")

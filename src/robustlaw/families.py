@@ -23,7 +23,7 @@ from robustlaw.data import Dataset
 from robustlaw.errors import require
 from robustlaw.fit import FitResult, FitSpec, fit_many, padded_width
 from robustlaw.models import mlp
-from robustlaw.registry import Registry, build_variant
+from robustlaw.registry import Registry, build_variant, settle_options
 from robustlaw.theory import deep_net_J
 
 #: the most parameters a spec may ask for (8 bytes each, times a few copies while training)
@@ -86,11 +86,7 @@ class ModelSpec:
         return build_variant(cls, "family", FAMILIES, fields)
 
     def __post_init__(self):
-        family = FAMILIES.get(self.family)
-        if self.options is None:
-            object.__setattr__(self, "options", family.options())
-        require(isinstance(self.options, family.options), "model.family",
-                f"{self.family} takes {family.options.__name__}, got {type(self.options).__name__}")
+        settle_options(self, self.family, FAMILIES)
         ACTIVATIONS.get(self.activation)
         require(isinstance(self.q, int) and not isinstance(self.q, bool) and self.q >= 1, "model.q",
                 f"must be an integer >= 1, got {self.q!r}")

@@ -83,3 +83,15 @@ def build_variant(cls: type, selector: str, variants: Registry, fields: dict, st
         section = variants.field.split(".")[0]
         raise SpecError(f"{section}.{stray[0]}", f"not a field of {selector} {common.get(selector, default)!r}")
     return cls(**common, options=options(**{k: v for k, v in fields.items() if k in own}))
+
+
+def settle_options(spec, name: str, variants: Registry):
+    """For a frozen spec whose variant ``name`` of ``variants`` has an ``options`` dataclass: fill
+    ``spec.options`` with that dataclass's defaults if None, refuse another variant's options with one
+    line, and return the variant."""
+    variant = variants.get(name)
+    if spec.options is None:
+        object.__setattr__(spec, "options", variant.options())
+    if not isinstance(spec.options, variant.options):
+        raise SpecError(variants.field, f"{name} takes {variant.options.__name__}, got {type(spec.options).__name__}")
+    return variant
