@@ -20,7 +20,7 @@ def test_law_scale_and_its_inverse():
 
 
 def test_slides_back_of_the_envelope():
-    # the authors' estimate (BS21, Section 1): MNIST n ~ 1e5, d_eff ~ d / 100 = 10 -> P ~ 1e6; ImageNet n ~ 1e7, d ~ 1e5 -> 1e10 .. 1e11
+    # the authors' estimate: MNIST n ~ 1e5, d_eff ~ d / 100 = 10 -> P ~ 1e6; ImageNet n ~ 1e7, d ~ 1e5 -> 1e10 .. 1e11
     assert theory.law_params_for_lip(1e5, 1e3 / 100, lip=1.0) == pytest.approx(1e6)
     assert theory.law_params_for_lip(1e7, 1e5 / 100, lip=1.0) == pytest.approx(1e10)
     assert theory.law_params_for_lip(1e7, 1e5 / 10, lip=1.0) == pytest.approx(1e11)

@@ -121,6 +121,13 @@ def cases() -> list[Case]:
             for domain in domains]
 
 
+def input_dim(model: nn.Module) -> int:
+    """d of a model: its ``input_dim``, or the input width of its first Linear layer."""
+    if hasattr(model, "input_dim"):
+        return int(model.input_dim)
+    return next(m for m in model.modules() if isinstance(m, nn.Linear)).in_features
+
+
 def _grad_norms(model: nn.Module, domain: Domain, points: np.ndarray) -> np.ndarray:
     x = torch.as_tensor(points, dtype=torch.float64).requires_grad_(True)
     (g,) = torch.autograd.grad(model(x).sum(), x)
@@ -130,7 +137,7 @@ def _grad_norms(model: nn.Module, domain: Domain, points: np.ndarray) -> np.ndar
 def steepest_found(case: Case, samples: int = 20_000, rounds: int = 4, seed: int = 0) -> tuple[float, np.ndarray]:
     """The largest gradient norm an independent search finds in the case's domain, and its point."""
     rng = np.random.default_rng(seed)
-    d = case.model.input_dim
+    d = input_dim(case.model)
     points = case.domain.sample(rng, samples, d)
     norms = _grad_norms(case.model, case.domain, points)
     scale = 1.0 if case.domain.bounding_ball(d) is None else case.domain.bounding_ball(d)[1]
@@ -214,4 +221,4 @@ def _applies(name: str, case: Case) -> bool:
 
 
 def _data_for(model: nn.Module, domain: Domain) -> np.ndarray:
-    return domain.sample(np.random.default_rng(1), 16, model.input_dim)
+    return domain.sample(np.random.default_rng(1), 16, input_dim(model))
