@@ -14,16 +14,18 @@ Modes (``FitSpec.mode``):
   fresh probe points per step (between data of opposite labels, jittered data, uniform in the
   data ball) -- plus ``mu`` times the fit violation beyond ``tol / 2`` (or beyond 0.9 of the
   memorise budget), doubling ``mu`` whenever the target is lost (penalty continuation), for
-  ``smooth_steps`` steps of Adam restarted at ``smooth_lr``. It returns the last iterate that met
+  ``smooth_steps`` steps of AdamW restarted at ``smooth_lr``. It returns the last iterate that met
   the target, so a smooth fit meets the same target as plain training.
 
-Batching (:class:`Stack`): models of one depth and activation are stacked, hidden layers
-zero-padded to the widest model (in multiples of 16), and trained with batched matmuls and one
-elementwise Adam. A model leaves the batch when it is done, and the padding shrinks with it.
-The layout keeps every real unit's arithmetic identical whatever the padding and batch size,
-and every random choice a model makes comes from its own seed, so a model's result is bitwise
-the same alone or batched. Two-layer ReLU nets in train mode get their gradient in closed form
-(:meth:`Stack.mse_grads`), the rest by autograd.
+Batching (:class:`Stack`): models of one depth and activation whose hidden widths pad to the same
+multiples of 16 are stacked, zero-padded, and trained with batched matmuls and one elementwise
+AdamW; :func:`fit_many` splits its models into such groups (:func:`padding_groups`), since a
+reduction over a longer padded width is blocked differently by the matrix kernels. A model leaves
+the batch when it is done. The layout keeps every real unit's arithmetic identical whatever the
+batch size and batch mates, per-model scalars (learning rates, bias corrections) are computed in
+Python floats, and every random choice a model makes comes from its own seed, so a model's result
+is bitwise the same alone or batched, in any order, in both modes. Two-layer ReLU nets in train
+mode get their gradient in closed form (:meth:`Stack.mse_grads`), the rest by autograd.
 """
 
 from __future__ import annotations
@@ -159,23 +161,21 @@ class Stack:
 
     ``weights[l]``: (m, in_l [+ 1], out_l) for hidden layers, transposed and with the bias as a
     last input row (the layer's input gets a column of ones); the head is (m, 2, in [+ 1]). In
-    this layout padding a hidden width only adds columns to matrix products, so every real unit's
-    arithmetic -- forward and backward -- is the same whatever the padding; a separate bias would
-    have its gradient summed over n by a reduction whose order depends on the padded width.
+    this layout padding a hidden width only adds columns to matrix products, so the forward pass
+    and the parameter gradients of every real unit are the same whatever the padding; a separate
+    bias would have its gradient summed over n by a reduction whose order depends on the padded
+    width. The gradient with respect to the *inputs* (the smooth mode's surrogate) is a reduction
+    over the padded width itself, which matrix kernels block differently for different lengths:
+    that is why :func:`fit_many` stacks only models of equal padded widths.
     ``widths``: (m, depth - 1) true hidden widths; units beyond a model's width are zero.
     """
 
     def __init__(self, models: list[Network]):
+        _check_stackable(models)
         parts = [_layers(m) for m in models]
         self.acts = parts[0][1]
-        signature = [repr(a) for a in self.acts]
         self.bias = [lin.bias is not None for lin in parts[0][0]]
-        for linear, acts in parts:
-            if [repr(a) for a in acts] != signature or [lin.bias is not None for lin in linear] != self.bias:
-                raise RobustlawError("fit_many needs models of one depth, activation and bias layout")
-            if linear[0].in_features != parts[0][0][0].in_features:
-                raise RobustlawError("fit_many needs models of one input dimension")
-        depth = len(signature) + 1
+        depth = len(self.acts) + 1
         self.widths = torch.tensor([[lin.out_features for lin in linear[:-1]] for linear, _ in parts],
                                    dtype=torch.long).reshape(len(models), depth - 1)
         self.weights = []
@@ -299,7 +299,7 @@ def step_flops(n: int, model: Network) -> float:
     return 6.0 * n * model.param_count()
 
 
-# ----------------------------------------------------------------------------- probes and Adam
+# ----------------------------------------------------------------------------- probes and AdamW
 
 
 def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
