@@ -49,3 +49,16 @@ def test_series_are_fitted_apart_never_pooled():
     assert abs(fits["train"].exponent - 0.2) < 1e-9
     assert abs(fits["smooth"].exponent - 0.5) < 1e-9
     assert abs(fits["caps"].exponent) < 1e-9
+
+
+def test_bootstrap_interval_does_not_depend_on_point_order():
+    rng = np.random.default_rng(1)
+    x = np.repeat(np.logspace(0, 2, 6), 3)
+    y = 2.0 * x**0.4 * np.exp(0.2 * rng.standard_normal(len(x)))
+    y[4] = y[3]  # ties in x and y must not matter either
+    x[4] = x[3]
+    reference = fit_power_law(x, y)
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(len(x))
+        assert fit_power_law(x[order], y[order]) == reference
+    assert fit_power_law(np.append(x, np.nan), np.append(y, 1.0)) == reference  # unusable points dropped

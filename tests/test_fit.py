@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from robustlaw.data import DataSpec, make_dataset
-from robustlaw.errors import SpecError
-from robustlaw.fit import FitSpec, fit, fit_many
+from robustlaw.errors import RobustlawError, SpecError
+from robustlaw.fit import FitSpec, fit, fit_many, padding_groups
 from robustlaw.lipschitz import gradient_norms
 from robustlaw.models import mlp, two_layer
 
@@ -136,3 +136,52 @@ def test_smooth_mode_keeps_a_memorise_target():
                                             smooth_steps=300), seed=4)
     mse = np.mean((predict(model, ds.X) - ds.y) ** 2)
     assert result.reached and result.mode == "smooth" and mse <= ds.sigma**2 - 0.5 + 1e-6
+
+
+# 16 models of mixed widths (paddings 16 to 144) and seeds: batches of 8 or more take vectorised
+# kernels that a batch of fewer models does not, and wide and narrow models share batches
+TWO_LAYER = [(w, s) for s in range(2) for w in (3, 9, 24, 40, 70, 130, 17, 5)]
+DEEP = [(ws, s) for s in range(2) for ws in ((5, 12), (20, 20), (12, 40), (7, 7), (33, 9), (16, 16), (3, 30), (24, 8))]
+
+
+def _fit_in_batches(spec, configs, size, deep, order):
+    sets = {s: data(s) for _, s in configs}
+    models = [mlp(8, list(k), seed=s) if deep else two_layer(8, k, seed=s) for k, s in configs]
+    results = [None] * len(configs)
+    for start in range(0, len(order), size):
+        rows = order[start:start + size]
+        fitted = fit_many([models[i] for i in rows], [sets[configs[i][1]].X for i in rows],
+                          [sets[configs[i][1]].y for i in rows], spec, [1.0] * len(rows), [configs[i][1] for i in rows])
+        for i, result in zip(rows, fitted):
+            results[i] = result
+    return models, results
+
+
+@pytest.mark.parametrize("mode", ["train", "smooth"])
+@pytest.mark.parametrize("deep", [False, True])
+def test_every_model_is_bitwise_the_same_alone_or_in_batches_of_3_or_32(mode, deep):
+    spec = FitSpec(tol=0.1, max_steps=300, mode=mode, smooth_steps=40, smooth_probes=16, lr=0.03)
+    configs = DEEP if deep else TWO_LAYER
+    alone_models, alone = _fit_in_batches(spec, configs, 1, deep, list(range(len(configs))))
+    assert any(r.reached for r in alone) and not all(r.reached for r in alone)
+    shuffled = [int(i) for i in np.random.default_rng(0).permutation(len(configs))]
+    for size, order in ((3, shuffled), (32, shuffled)):  # 32: all 16 models in one call
+        models, results = _fit_in_batches(spec, configs, size, deep, order)
+        for a, b, ra, rb in zip(models, alone_models, results, alone):
+            assert (ra.reached, ra.steps, ra.train_mse, ra.train_max_err, ra.smooth_surrogate, ra.flops) == (
+                rb.reached, rb.steps, rb.train_mse, rb.train_max_err, rb.smooth_surrogate, rb.flops), (size, a)
+            assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), (size, a)
+
+
+def test_only_models_of_equal_padded_widths_share_a_stack():
+    models = [two_layer(8, k) for k in (3, 130, 16, 17, 120, 1)] + [mlp(8, [20, 5]), mlp(8, [30, 16])]
+    assert padding_groups(models[:6]) == [[0, 2, 5], [1], [3], [4]]
+    assert padding_groups(models[6:]) == [[0, 1]]
+
+
+def test_models_of_another_depth_or_input_dimension_are_refused():
+    ds = data(0)
+    with pytest.raises(RobustlawError, match="one depth"):
+        fit_many([two_layer(8, 4), mlp(8, [4, 4])], [ds.X] * 2, [ds.y] * 2)
+    with pytest.raises(RobustlawError, match="input dimension"):
+        fit_many([two_layer(8, 4), two_layer(9, 40)], [ds.X] * 2, [ds.y] * 2)

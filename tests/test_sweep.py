@@ -151,3 +151,19 @@ def test_ray_sweep_matches_local_and_retries_a_dead_worker(tmp_path):
         remote = {r["key"]: untimed(r) for r in run_sweep(sweep, store, DyingRay(workers=2))}
     assert marker.exists()
     assert remote == local and all(r["status"] == "ok" for r in remote.values())
+
+
+def test_an_extended_sweep_gives_the_records_of_a_clean_run(tmp_path):
+    """Seeds [0, 1] then [0, 1, 2] in one database, batches of 3, equal a clean run of [0, 1, 2] in
+    batches of 32, field by field but for timings, in both fit modes."""
+    fit = dict(mode=["train", "smooth"], smooth_steps=40, smooth_probes=16)
+    with Store(tmp_path / "extended.db") as store:
+        run_sweep(tiny(seeds=(0, 1), batch_size=3, **fit), store, LocalExecutor(1))
+        extended = run_sweep(tiny(seeds=(0, 1, 2), batch_size=3, **fit), store, LocalExecutor(1))
+    with Store(tmp_path / "clean.db") as store:
+        clean = run_sweep(tiny(seeds=(0, 1, 2), batch_size=32, **fit), store, LocalExecutor(1))
+    by_key = {r["key"]: untimed(r) for r in clean}
+    assert len(extended) == len(clean) == 18 and all(r["status"] == "ok" for r in clean)
+    assert {r["mode"] for r in clean} == {"train", "smooth"}
+    for record in extended:
+        assert untimed(record) == by_key[record["key"]], record["key"]

@@ -28,10 +28,14 @@ class PowerLawFit:
 
 
 def fit_power_law(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> PowerLawFit | None:
-    """Least-squares fit of log y on log x; None if fewer than 3 usable points or one distinct x."""
+    """Least-squares fit of log y on log x; None if fewer than 3 usable points or one distinct x.
+
+    The (x, y) pairs are sorted first, so the same points in any order give the same fit and the
+    same bootstrap interval (the resampling draws indices)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    lx, ly = np.log(x[ok]), np.log(y[ok])
+    order = np.lexsort((y[ok], x[ok]))
+    lx, ly = np.log(x[ok][order]), np.log(y[ok][order])
     if len(lx) < 3 or np.ptp(lx) == 0:
         return None
     slope, intercept = np.polyfit(lx, ly, 1)

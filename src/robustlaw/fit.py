@@ -14,23 +14,25 @@ Modes (``FitSpec.mode``):
   fresh probe points per step (between data of opposite labels, jittered data, uniform in the
   data ball) -- plus ``mu`` times the fit violation beyond ``tol / 2`` (or beyond 0.9 of the
   memorise budget), doubling ``mu`` whenever the target is lost (penalty continuation), for
-  ``smooth_steps`` steps of Adam restarted at ``smooth_lr``. It returns the last iterate that met
+  ``smooth_steps`` steps of AdamW restarted at ``smooth_lr``. It returns the last iterate that met
   the target, so a smooth fit meets the same target as plain training.
 
-Batching (:class:`Stack`): models of one depth and activation are stacked, hidden layers
-zero-padded to the widest model (in multiples of 16), and trained with batched matmuls and one
-elementwise Adam. A model leaves the batch when it is done, and the padding shrinks with it.
-The layout keeps every real unit's arithmetic identical whatever the padding and batch size,
-and every random choice a model makes comes from its own seed, so a model's result is bitwise
-the same alone or batched. Two-layer ReLU nets in train mode get their gradient in closed form
-(:meth:`Stack.mse_grads`), the rest by autograd.
+Batching (:class:`Stack`): models of one depth and activation whose hidden widths pad to the same
+multiples of 16 are stacked, zero-padded, and trained with batched matmuls and one elementwise
+AdamW; :func:`fit_many` splits its models into such groups (:func:`padding_groups`), since a
+reduction over a longer padded width is blocked differently by the matrix kernels. A model leaves
+the batch when it is done. The layout keeps every real unit's arithmetic identical whatever the
+batch size and batch mates, per-model scalars (learning rates, bias corrections) are computed in
+Python floats, and every random choice a model makes comes from its own seed, so a model's result
+is bitwise the same alone or batched, in any order, in both modes. Two-layer ReLU nets in train
+mode get their gradient in closed form (:meth:`Stack.mse_grads`), the rest by autograd.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ from torch import nn
 
 from robustlaw.errors import RobustlawError, require
 from robustlaw.models import Network
+from robustlaw.seeding import torch_stream
 
 MODES = ("train", "smooth")
 
@@ -159,23 +162,21 @@ class Stack:
 
     ``weights[l]``: (m, in_l [+ 1], out_l) for hidden layers, transposed and with the bias as a
     last input row (the layer's input gets a column of ones); the head is (m, 2, in [+ 1]). In
-    this layout padding a hidden width only adds columns to matrix products, so every real unit's
-    arithmetic -- forward and backward -- is the same whatever the padding; a separate bias would
-    have its gradient summed over n by a reduction whose order depends on the padded width.
+    this layout padding a hidden width only adds columns to matrix products, so the forward pass
+    and the parameter gradients of every real unit are the same whatever the padding; a separate
+    bias would have its gradient summed over n by a reduction whose order depends on the padded
+    width. The gradient with respect to the *inputs* (the smooth mode's surrogate) is a reduction
+    over the padded width itself, which matrix kernels block differently for different lengths:
+    that is why :func:`fit_many` stacks only models of equal padded widths.
     ``widths``: (m, depth - 1) true hidden widths; units beyond a model's width are zero.
     """
 
     def __init__(self, models: list[Network]):
+        _check_stackable(models)
         parts = [_layers(m) for m in models]
         self.acts = parts[0][1]
-        signature = [repr(a) for a in self.acts]
         self.bias = [lin.bias is not None for lin in parts[0][0]]
-        for linear, acts in parts:
-            if [repr(a) for a in acts] != signature or [lin.bias is not None for lin in linear] != self.bias:
-                raise RobustlawError("fit_many needs models of one depth, activation and bias layout")
-            if linear[0].in_features != parts[0][0][0].in_features:
-                raise RobustlawError("fit_many needs models of one input dimension")
-        depth = len(signature) + 1
+        depth = len(self.acts) + 1
         self.widths = torch.tensor([[lin.out_features for lin in linear[:-1]] for linear, _ in parts],
                                    dtype=torch.long).reshape(len(models), depth - 1)
         self.weights = []
@@ -299,7 +300,7 @@ def step_flops(n: int, model: Network) -> float:
     return 6.0 * n * model.param_count()
 
 
-# ----------------------------------------------------------------------------- probes and Adam
+# ----------------------------------------------------------------------------- probes and AdamW
 
 
 def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -325,38 +326,34 @@ def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Gener
     return points * (radius / norms).clamp(max=1.0)
 
 
-class Adam:
-    """AdamW over stacked tensors: elementwise, so it is exactly one Adam per model, and a model's
-    state can be dropped when it leaves the batch. With a float ``lr`` (one step count and rate for
-    all models: the train mode) it runs fused foreach ops; with a per-model tensor ``lr`` (the
-    smooth mode, whose models restart their moments when smoothing begins) per-model arithmetic.
-    Which path runs depends only on the mode, never on the batch, so results stay batch-independent."""
+class AdamW:
+    """Adam with decoupled weight decay (AdamW: Loshchilov & Hutter, "Decoupled Weight Decay
+    Regularization", arXiv:1711.05101) over stacked tensors: elementwise, so it is exactly one
+    AdamW per model, and a model's state can be dropped when it leaves the batch.
+
+    With a float ``lr`` (one step count and rate for all models: the train mode) it runs fused
+    foreach ops; with a per-model tensor ``lr`` (the smooth mode, whose models restart their
+    moments when smoothing begins) per-model arithmetic, with each model's bias corrections
+    computed in Python floats: a vectorised ``pow`` over a batch of 8 or more models rounds
+    differently from the scalar one a smaller batch takes. Which path runs depends only on the
+    mode, never on the batch, so results stay batch-independent."""
 
     def __init__(self, params: list[torch.Tensor], weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.t = torch.zeros(params[0].shape[0], dtype=params[0].dtype)
-        self.count = 0
+        self.t = [0] * params[0].shape[0]  # per-model step counts (per-model path)
+        self.count = 0  # the shared step count (float-lr path)
         self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
 
     @torch.no_grad()
     def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: torch.Tensor | float) -> None:
-        b1, b2 = self.betas
         if isinstance(lr, float):
-            self.count += 1
-            c1, c2 = 1 - b1**self.count, 1 - b2**self.count
-            torch._foreach_lerp_(self.m, grads, 1 - b1)
-            torch._foreach_mul_(self.v, b2)
-            torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
-            denom = torch._foreach_sqrt(self.v)
-            torch._foreach_div_(denom, math.sqrt(c2))
-            torch._foreach_add_(denom, self.eps)
-            if self.weight_decay:
-                torch._foreach_mul_(params, 1 - lr * self.weight_decay)
-            torch._foreach_addcdiv_(params, self.m, denom, -lr / c1)
+            self._step_shared(params, grads, lr)
             return
-        self.t += 1
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        b1, b2 = self.betas
+        self.t = [t + 1 for t in self.t]
+        c1 = lr.new_tensor([1 - b1**t for t in self.t])
+        c2 = lr.new_tensor([1 - b2**t for t in self.t])
         for p, g, m, v in zip(params, grads, self.m, self.v):
             shape = (-1,) + (1,) * (p.dim() - 1)
             m.mul_(b1).add_(g, alpha=1 - b1)
@@ -366,18 +363,33 @@ class Adam:
                 p.mul_(1 - rate * self.weight_decay)
             p.sub_(rate * (m / c1.view(shape)) / ((v / c2.view(shape)).sqrt() + self.eps))
 
+    def _step_shared(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
+        b1, b2 = self.betas
+        self.count += 1
+        c1, c2 = 1 - b1**self.count, 1 - b2**self.count
+        torch._foreach_lerp_(self.m, grads, 1 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, math.sqrt(c2))
+        torch._foreach_add_(denom, self.eps)
+        if self.weight_decay:
+            torch._foreach_mul_(params, 1 - lr * self.weight_decay)
+        torch._foreach_addcdiv_(params, self.m, denom, -lr / c1)
+
     @torch.no_grad()
     def reset(self, rows: torch.Tensor) -> None:
-        """Forget the moments of models ``rows`` (boolean), as a fresh Adam would."""
+        """Forget the moments of models ``rows`` (boolean), as a fresh AdamW would."""
         assert self.count == 0, "a reset needs the per-model path (tensor lr) throughout"
-        self.t[rows] = 0
+        for row in torch.nonzero(rows).flatten().tolist():
+            self.t[row] = 0
         for m, v in zip(self.m, self.v):
             m[rows] = 0
             v[rows] = 0
 
     def select(self, keep: torch.Tensor, stack: Stack) -> None:
         """Keep the state of the models ``keep``, cut as ``stack`` (already selected) was."""
-        self.t = self.t[keep]
+        self.t = [self.t[row] for row in keep.tolist()]
         self.m, self.v = _select(self.m, keep, stack), _select(self.v, keep, stack)
 
 
@@ -386,11 +398,11 @@ def _select(tensors: list[torch.Tensor], keep: torch.Tensor, stack: Stack) -> li
     return [stack.cut(t[keep], layer) for layer, t in enumerate(tensors)]
 
 
-def cosine(lr: float, t: torch.Tensor, total: int) -> torch.Tensor:
-    """Cosine decay from lr to lr / 100 over ``total`` steps, evaluated at steps ``t`` (the smooth
-    mode's per-model schedule; the train mode evaluates the same formula in Python floats)."""
-    low = lr * 0.01
-    return low + (lr - low) * 0.5 * (1 + torch.cos(math.pi * t.clamp(max=total) / total))
+def cosine(lr: float, step: float, total: int) -> float:
+    """Cosine decay from lr to lr / 100 over ``total`` steps, at ``step``, in Python floats (the
+    same for every model, whatever the batch)."""
+    decay = 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    return lr * 0.01 + lr * 0.99 * decay
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -404,128 +416,251 @@ def fit(model: Network, X: np.ndarray, y: np.ndarray, spec: FitSpec = FitSpec(),
 
 def fit_many(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], spec: FitSpec = FitSpec(),
              sigmas: list[float] | None = None, seeds: list[int] | None = None) -> list[FitResult]:
-    """Train same-depth ``models`` (any widths; each on its own data, all of one shape) in one batch.
+    """Train same-depth ``models`` (any widths; each on its own data, all of one shape) in batches.
 
     Each model ends with the parameters of the first iterate that met its target (``train``), the
     last iterate that met it after smoothing (``smooth``), or the last iterate if it never met it.
     ``seeds`` seed each model's probe points in smooth mode. The same model, data and seed give the
-    same result whatever else is in the batch.
+    same result whatever else is in the batch: models are stacked only with models of the same
+    padded widths (:func:`padding_groups`), so no model's arithmetic depends on its batch mates.
     """
-    start = time.perf_counter()
     m = len(models)
     if m == 0:
         return []
     if not (len(Xs) == len(ys) == m):
         raise RobustlawError(f"fit_many got {m} models, {len(Xs)} inputs and {len(ys)} label vectors")
-    seeds = list(seeds) if seeds is not None else [0] * m
-    stack = Stack(models)
-    dtype = stack.weights[0].dtype
     if len({np.shape(X) for X in Xs}) != 1:
         raise RobustlawError("fit_many needs every data set to have the same shape (n, d)")
-    X = torch.as_tensor(np.stack(Xs), dtype=dtype)
-    y = torch.as_tensor(np.stack(ys), dtype=dtype)
-    n = X.shape[1]
-    sigma = torch.as_tensor(sigmas if sigmas is not None else [1.0] * m, dtype=dtype)
-    goal, smooth = spec.goal, spec.mode == "smooth"
-    generators = [torch.Generator().manual_seed(int(s) * 1_000_003 + 17) for s in seeds]
-    per_step = [step_flops(n, model) for model in models]
-    probe_factor = 2 * (n + spec.smooth_probes) / n  # a smoothing step adds double backprop at the probes
+    _check_stackable(models)
+    seeds = list(seeds) if seeds is not None else [0] * m
+    sigmas = list(sigmas) if sigmas is not None else [1.0] * m
+    results: list[FitResult | None] = [None] * m
+    for rows in padding_groups(models):
+        fitted = _fit_batch([models[i] for i in rows], [Xs[i] for i in rows], [ys[i] for i in rows], spec,
+                            [sigmas[i] for i in rows], [seeds[i] for i in rows])
+        for i, result in zip(rows, fitted):
+            results[i] = result
+    return results
 
-    ids = torch.arange(m)  # original index of each model still in the batch
-    phase_start = torch.full((m,), -1, dtype=torch.long)  # step at which smoothing began, -1 before
-    mu = torch.full((m,), spec.smooth_mu, dtype=dtype)
-    adam = Adam(stack.params, spec.weight_decay)
-    results: dict[int, tuple] = {}
-    flops: dict[int, float] = {}  # useful training FLOPs per model, counted when it leaves the batch
-    kept: dict[int, tuple] = {}  # smooth mode: the last feasible iterate of each smoothing model
-    total = spec.max_steps + (spec.smooth_steps if smooth else 0)
 
-    def snapshot(row: int, step: int, reached: bool, surrogate: float | None = None) -> tuple:
-        return (reached, step, float(mse[row]), float(max_err[row]), stack.slices(row), surrogate)
+def padding_groups(models: list[Network]) -> list[list[int]]:
+    """Indices of ``models`` grouped by padded hidden widths, groups in order of first appearance.
 
-    inputs, masks = stack.augment(X), None
-    fast = not smooth and stack.closed_form
+    Padding a hidden layer wider changes the length of the reductions over it, and matrix kernels
+    block a longer reduction differently (the input gradient at the smooth mode's probes, for
+    one, came out different for a width-120 model padded to 128 or to 208), so only models of
+    equal padded widths share a stack."""
+    groups: dict[tuple, list[int]] = {}
+    for i, model in enumerate(models):
+        groups.setdefault(tuple(padded_width(w) for w in model.hidden_widths), []).append(i)
+    return list(groups.values())
+
+
+def _check_stackable(models: list[Network]) -> None:
+    first = _signature(models[0])
+    for model in models[1:]:
+        signature = _signature(model)
+        if signature[:2] != first[:2]:
+            raise RobustlawError("fit_many needs models of one depth, activation and bias layout")
+        if signature[2] != first[2]:
+            raise RobustlawError("fit_many needs models of one input dimension")
+
+
+def _signature(model: Network) -> tuple[list[str], list[bool], int]:
+    """Activations, bias layout and input dimension: what models stacked together must share."""
+    linear, acts = _layers(model)
+    return [repr(a) for a in acts], [lin.bias is not None for lin in linear], linear[0].in_features
+
+
+class _Batch:
+    """The models of one stack still in training: the stack, its AdamW, each row's original index
+    (``ids``), data, noise level and smooth-mode state (``phase_start``: the step smoothing began,
+    -1 before; ``mu``: the penalty weight). :meth:`retire` drops finished rows."""
+
+    def __init__(self, models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], sigmas: list[float],
+                 spec: FitSpec):
+        self.stack = Stack(models)
+        dtype = self.stack.weights[0].dtype
+        m = len(models)
+        self.ids = torch.arange(m)
+        self.X = torch.as_tensor(np.stack(Xs), dtype=dtype)
+        self.y = torch.as_tensor(np.stack(ys), dtype=dtype)
+        self.sigma = torch.as_tensor(sigmas, dtype=dtype)
+        self.inputs = self.stack.augment(self.X)
+        self.masks = self.stack.masks()
+        self.phase_start = torch.full((m,), -1, dtype=torch.long)
+        self.mu = torch.full((m,), spec.smooth_mu, dtype=dtype)
+        self.adam = AdamW(self.stack.params, spec.weight_decay)
+        self.fast = spec.mode != "smooth" and self.stack.closed_form
+
+    @property
+    def smoothing(self) -> torch.Tensor:
+        return self.phase_start >= 0
+
+    def retire(self, finished: torch.Tensor, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Drop the ``finished`` rows (not all of them); returns ``grads`` cut to the rows kept."""
+        keep = torch.nonzero(~finished).flatten()
+        for name in ("ids", "phase_start", "mu", "X", "y", "sigma", "inputs"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.stack.select(keep)
+        self.masks = self.stack.masks()
+        self.adam.select(keep, self.stack)
+        return _select(grads, keep, self.stack)
+
+
+@dataclass
+class _Step:
+    """One step's train errors and gradients (None at the final step, which only checks), the
+    surrogate of smoothing models, and, at check steps, the max error and which targets are met."""
+
+    residual: torch.Tensor
+    mse: torch.Tensor
+    grads: list[torch.Tensor] | None
+    surrogate: torch.Tensor | None = None
+    max_err: torch.Tensor | None = None
+    met: torch.Tensor | None = None
+
+
+@dataclass
+class _Ledger:
+    """Per original model index: its result once finished, its last feasible iterate while smoothing
+    (``kept``), and its useful training FLOPs."""
+
+    results: dict = field(default_factory=dict)
+    kept: dict = field(default_factory=dict)
+    flops: dict = field(default_factory=dict)
+
+
+def _snapshot(batch: _Batch, now: _Step, row: int, step: int, reached: bool, surrogate: float | None = None) -> tuple:
+    return (reached, step, float(now.mse[row]), float(now.max_err[row]), batch.stack.slices(row), surrogate)
+
+
+def _fit_batch(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], spec: FitSpec,
+               sigmas: list[float], seeds: list[int]) -> list[FitResult]:
+    """Train models of equal padded widths in one stack: the step loop of :func:`fit_many`."""
+    start = time.perf_counter()
+    batch, ledger = _Batch(models, Xs, ys, sigmas, spec), _Ledger()
+    generators = [torch_stream(s, "probes") for s in seeds]
+    total = spec.max_steps + (spec.smooth_steps if spec.mode == "smooth" else 0)
     for step in range(total + 1):
-        if masks is None:
-            masks = stack.masks()
-        smoothing = phase_start >= 0
-        surrogate = None
-        if fast:
-            residual, grads = stack.mse_grads(inputs, y)
-            mse = (residual**2).mean(dim=1)
-        else:
-            params = [p.requires_grad_(True) for p in stack.params]
-            residual = stack.forward(inputs, masks) - y
-            mse = (residual**2).mean(dim=1)
-            loss = mse
-        if smooth and bool(smoothing.any()):
-            # probes only for smoothing models, so each model's random stream is its own
-            probes = X.new_zeros((len(ids), n + spec.smooth_probes, X.shape[2]))
-            for row in torch.nonzero(smoothing).flatten().tolist():
-                probes[row] = _probes(X[row], y[row], spec.smooth_probes, generators[int(ids[row])])
-            probes.requires_grad_(True)
-            (grad,) = torch.autograd.grad(stack.forward(stack.augment(probes), masks).sum(), probes, create_graph=True)
-            norms = (grad.pow(2).sum(dim=-1) + 1e-12).sqrt()
-            surrogate = norms.topk(spec.smooth_top, dim=1).values.mean(dim=1)
-            loss_surrogate = surrogate
-            surrogate = surrogate.detach()
-            loss = torch.where(smoothing, loss_surrogate + mu * goal.violation(residual, sigma), mse)
-        if not fast:
-            grads = list(torch.autograd.grad(loss.sum(), params)) if step < total else None
-            for p in params:
-                p.requires_grad_(False)
-            mse, residual = mse.detach(), residual.detach()
-
-        if step % spec.check_every == 0 or step == total:
-            max_err = residual.abs().amax(dim=1)
-            met = goal.met(max_err, mse, sigma)
-            if smooth:
-                # smoothing models keep their last feasible iterate; the penalty doubles when infeasible
-                for row in torch.nonzero(smoothing & met).flatten().tolist():
-                    kept[int(ids[row])] = snapshot(row, step, True, float(surrogate[row]))
-                mu = torch.where(smoothing & ~met, mu * 2, mu)
-                begin = ~smoothing & met
-                for row in torch.nonzero(begin).flatten().tolist():
-                    kept[int(ids[row])] = snapshot(row, step, True)
-                finished = (smoothing & (step - phase_start >= spec.smooth_steps)) | (
-                    ~smoothing & ~met & (step >= spec.max_steps))
-                phase_start = torch.where(begin, step, phase_start)
-                adam.reset(begin)  # the fit's large early gradients would damp the smoothing steps
-                smoothing = phase_start >= 0
-            else:
-                finished = met | (step >= spec.max_steps)
-            if step == total:
+        last = step == total
+        now = _smooth_step(batch, spec, generators, last) if spec.mode == "smooth" else _train_step(batch, last)
+        if step % spec.check_every == 0 or last:
+            finished = _check_targets(batch, spec, step, now, ledger)
+            if last:
                 finished = torch.ones_like(finished)
             if bool(finished.any()):
-                for row in torch.nonzero(finished).flatten().tolist():
-                    i = int(ids[row])
-                    results[i] = kept.pop(i) if i in kept else snapshot(row, step, bool(met[row]))
-                    smoothed = step - int(phase_start[row]) if int(phase_start[row]) >= 0 else 0
-                    flops[i] = per_step[i] * (step + smoothed * probe_factor)
-                keep = torch.nonzero(~finished).flatten()
-                if len(keep) == 0:
+                _collect_results(batch, spec, step, now, finished, ledger, models)
+                if bool(finished.all()):
                     break
-                ids, phase_start, mu, smoothing = ids[keep], phase_start[keep], mu[keep], smoothing[keep]
-                X, y, sigma, inputs, masks = X[keep], y[keep], sigma[keep], inputs[keep], None
-                stack.select(keep)
-                grads = _select(grads, keep, stack)
-                adam.select(keep, stack)
+                now.grads = batch.retire(finished, now.grads)
+        batch.adam.step(batch.stack.params, now.grads, _learning_rate(batch, spec, step))
+    return _write_back(models, ledger, spec, (time.perf_counter() - start) / len(models))
 
-        if smooth:
-            lr = cosine(spec.lr, torch.full((len(ids),), float(step), dtype=dtype), spec.max_steps)
-            lr = torch.where(smoothing, cosine(spec.smooth_lr, (step - phase_start).to(dtype), spec.smooth_steps), lr)
-        else:
-            decay = 0.5 * (1 + math.cos(math.pi * min(step, spec.max_steps) / spec.max_steps))
-            lr = spec.lr * 0.01 + spec.lr * 0.99 * decay
-        adam.step(stack.params, grads, lr)
 
-    seconds = (time.perf_counter() - start) / m
+def _train_step(batch: _Batch, last: bool) -> _Step:
+    """Train errors and the gradient of the summed train MSE: in closed form where the stack allows."""
+    if batch.fast:
+        residual, grads = batch.stack.mse_grads(batch.inputs, batch.y)
+        return _Step(residual, (residual**2).mean(dim=1), grads)
+    params = [p.requires_grad_(True) for p in batch.stack.params]
+    residual = batch.stack.forward(batch.inputs, batch.masks) - batch.y
+    mse = (residual**2).mean(dim=1)
+    return _backward(params, mse, residual, mse, last)
+
+
+def _smooth_step(batch: _Batch, spec: FitSpec, generators: list[torch.Generator], last: bool) -> _Step:
+    """The smooth mode's step: the train MSE for models still fitting; for smoothing models the
+    Lipschitz surrogate at fresh probes plus ``mu`` times the fit violation."""
+    params = [p.requires_grad_(True) for p in batch.stack.params]
+    residual = batch.stack.forward(batch.inputs, batch.masks) - batch.y
+    mse = (residual**2).mean(dim=1)
+    smoothing = batch.smoothing
+    if not bool(smoothing.any()):
+        return _backward(params, mse, residual, mse, last)
+    surrogate = _surrogate(batch, spec, generators)
+    loss = torch.where(smoothing, surrogate + batch.mu * spec.goal.violation(residual, batch.sigma), mse)
+    now = _backward(params, loss, residual, mse, last)
+    now.surrogate = surrogate.detach()
+    return now
+
+
+def _surrogate(batch: _Batch, spec: FitSpec, generators: list[torch.Generator]) -> torch.Tensor:
+    """Per model, the mean of the ``smooth_top`` largest input-gradient norms at the data and fresh
+    probes (drawn only for smoothing models, so each model's random stream is its own)."""
+    X, y = batch.X, batch.y
+    probes = X.new_zeros((len(batch.ids), X.shape[1] + spec.smooth_probes, X.shape[2]))
+    for row in torch.nonzero(batch.smoothing).flatten().tolist():
+        probes[row] = _probes(X[row], y[row], spec.smooth_probes, generators[int(batch.ids[row])])
+    probes.requires_grad_(True)
+    outputs = batch.stack.forward(batch.stack.augment(probes), batch.masks)
+    (grad,) = torch.autograd.grad(outputs.sum(), probes, create_graph=True)
+    norms = (grad.pow(2).sum(dim=-1) + 1e-12).sqrt()
+    return norms.topk(spec.smooth_top, dim=1).values.mean(dim=1)
+
+
+def _backward(params: list[torch.Tensor], loss: torch.Tensor, residual: torch.Tensor, mse: torch.Tensor,
+              last: bool) -> _Step:
+    grads = None if last else list(torch.autograd.grad(loss.sum(), params))
+    for p in params:
+        p.requires_grad_(False)
+    return _Step(residual.detach(), mse.detach(), grads)
+
+
+def _check_targets(batch: _Batch, spec: FitSpec, step: int, now: _Step, ledger: _Ledger) -> torch.Tensor:
+    """Which models are finished at this check step. In smooth mode also: smoothing models keep
+    their last feasible iterate and double ``mu`` when infeasible, and models that just met the
+    target begin smoothing (with their AdamW moments forgotten)."""
+    now.max_err = now.residual.abs().amax(dim=1)
+    now.met = met = spec.goal.met(now.max_err, now.mse, batch.sigma)
+    if spec.mode != "smooth":
+        return met | (step >= spec.max_steps)
+    smoothing = batch.smoothing
+    for row in torch.nonzero(smoothing & met).flatten().tolist():
+        ledger.kept[int(batch.ids[row])] = _snapshot(batch, now, row, step, True, float(now.surrogate[row]))
+    batch.mu = torch.where(smoothing & ~met, batch.mu * 2, batch.mu)
+    begin = ~smoothing & met
+    for row in torch.nonzero(begin).flatten().tolist():
+        ledger.kept[int(batch.ids[row])] = _snapshot(batch, now, row, step, True)
+    finished = (smoothing & (step - batch.phase_start >= spec.smooth_steps)) | (
+        ~smoothing & ~met & (step >= spec.max_steps))
+    batch.phase_start = torch.where(begin, step, batch.phase_start)
+    batch.adam.reset(begin)  # the fit's large early gradients would damp the smoothing steps
+    return finished
+
+
+def _collect_results(batch: _Batch, spec: FitSpec, step: int, now: _Step, finished: torch.Tensor,
+                     ledger: _Ledger, models: list[Network]) -> None:
+    """Record each finished model's result (its kept iterate if it has one) and FLOPs."""
+    n = batch.X.shape[1]
+    probe_factor = 2 * (n + spec.smooth_probes) / n  # a smoothing step adds double backprop at the probes
+    for row in torch.nonzero(finished).flatten().tolist():
+        i = int(batch.ids[row])
+        ledger.results[i] = ledger.kept.pop(i) if i in ledger.kept else _snapshot(batch, now, row, step,
+                                                                                 bool(now.met[row]))
+        began = int(batch.phase_start[row])
+        smoothed = step - began if began >= 0 else 0
+        ledger.flops[i] = step_flops(n, models[i]) * (step + smoothed * probe_factor)
+
+
+def _learning_rate(batch: _Batch, spec: FitSpec, step: int) -> torch.Tensor | float:
+    """The train mode's shared rate (a float), or the smooth mode's per-model rates: the fit's
+    schedule before smoothing, the smoothing schedule from the step smoothing began."""
+    fitting = cosine(spec.lr, step, spec.max_steps)
+    if spec.mode != "smooth":
+        return fitting
+    return batch.mu.new_tensor([cosine(spec.smooth_lr, step - began, spec.smooth_steps) if began >= 0 else fitting
+                                for began in batch.phase_start.tolist()])
+
+
+def _write_back(models: list[Network], ledger: _Ledger, spec: FitSpec, seconds: float) -> list[FitResult]:
+    """Copy each model's recorded parameters into it and return its :class:`FitResult`."""
     out = []
     with torch.no_grad():
         for i, model in enumerate(models):
-            reached, steps, train_mse, max_err, values, surrogate = results[i]
+            reached, steps, train_mse, max_err, values, surrogate = ledger.results[i]
             for p, value in zip(model.parameters(), values):
                 p.copy_(value)
             out.append(FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
-                                 seconds=seconds, mode=spec.mode, flops=flops[i], smooth_surrogate=surrogate))
+                                 seconds=seconds, mode=spec.mode, flops=ledger.flops[i], smooth_surrogate=surrogate))
     return out
