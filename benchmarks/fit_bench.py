@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from robustlaw.experiment import prepare
-from robustlaw.fit import FitSpec, fit_many
+from robustlaw.fitting import FitSpec, fit_many
 from robustlaw.models import two_layer
 from robustlaw.sweep import LocalExecutor, SweepSpec, batches
 

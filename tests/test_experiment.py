@@ -6,7 +6,7 @@ import torch
 
 from robustlaw.data import DataSpec
 from robustlaw.experiment import CertifySpec, RunSpec, run
-from robustlaw.fit import FitSpec
+from robustlaw.fitting import FitSpec
 from robustlaw.families import ModelSpec
 from robustlaw.theory import law_scale
 

@@ -6,7 +6,7 @@ import torch
 
 from robustlaw.data import DataSpec, make_dataset
 from robustlaw.errors import RobustlawError, SpecError
-from robustlaw.fit import FitSpec, fit, fit_many, padding_groups
+from robustlaw.fitting import FitSpec, fit, fit_many, padding_groups
 from robustlaw.lipschitz import gradient_norms
 from robustlaw.models import mlp, two_layer
 
@@ -114,7 +114,7 @@ def test_bad_fit_spec_names_the_field(fields, where):
 
 
 def test_closed_form_gradient_matches_autograd():
-    from robustlaw.fit import Stack
+    from robustlaw.fitting import Stack
 
     sets = [data(s) for s in (0, 1)]
     stack = Stack([two_layer(8, 5, seed=0), two_layer(8, 20, seed=1)])

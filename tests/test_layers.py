@@ -14,7 +14,7 @@ LAYERS = {
     "errors": 0, "registry": 0, "seeding": 0,
     "data": 1, "theory": 1, "effdim": 1, "activations": 1, "executors": 1,
     "models": 2, "constructions": 2,
-    "fit": 3,
+    "fitting": 3,
     "lipschitz": 4, "families": 4,
     "experiment": 5,
     "grid": 6, "sweep": 6, "store": 6, "analysis": 6, "report": 6,
@@ -80,8 +80,8 @@ def test_no_import_cycle():
 
 def test_the_checker_sees_cycles_and_upward_arrows(tmp_path, monkeypatch):
     """The two checks above can fail: a planted cycle and a planted upward import are reported."""
-    (tmp_path / "models.py").write_text("def f():\n    from robustlaw.fit import x\n")
-    (tmp_path / "fit.py").write_text("from robustlaw.models import y\n")
+    (tmp_path / "models.py").write_text("def f():\n    from robustlaw.fitting import x\n")
+    (tmp_path / "fitting.py").write_text("from robustlaw.models import y\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     import pytest
 

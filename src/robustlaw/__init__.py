@@ -40,7 +40,7 @@ from robustlaw.errors import RobustlawError, SpecError
 from robustlaw.experiment import CertifySpec, Record, RunSpec
 from robustlaw.experiment import run as run_spec
 from robustlaw.families import FAMILIES, ModelSpec
-from robustlaw.fit import FitResult, FitSpec, Target, fit, fit_many
+from robustlaw.fitting import FitResult, FitSpec, Target, fit, fit_many
 from robustlaw.lipschitz import (
     DOMAINS,
     METHODS,

@@ -21,7 +21,7 @@ import torch
 from robustlaw.data import DataSpec, Dataset, lip_floor, make_dataset
 from robustlaw.errors import require
 from robustlaw.families import ModelSpec, parametrisation_constant
-from robustlaw.fit import FitResult, FitSpec
+from robustlaw.fitting import FitResult, FitSpec
 from robustlaw.lipschitz import DOMAINS, Bracket, Domain, certify, mean_gradient_norm
 from robustlaw.theory import bln20_lip, bs21_lip_lower, law_scale
 

@@ -21,7 +21,7 @@ from robustlaw.activations import ACTIVATIONS
 from robustlaw.constructions import CONSTRUCTIONS
 from robustlaw.data import Dataset
 from robustlaw.errors import require
-from robustlaw.fit import FitResult, FitSpec, fit_many, padded_width
+from robustlaw.fitting import FitResult, FitSpec, fit_many, padded_width
 from robustlaw.models import mlp
 from robustlaw.registry import Registry, build_variant, settle_options
 from robustlaw.theory import deep_net_J
@@ -119,7 +119,7 @@ class Family(Protocol):
 
 
 class TrainedFamily:
-    """Networks initialised from the seed and trained by :func:`robustlaw.fit.fit_many` in batches."""
+    """Networks initialised from the seed and trained by :func:`robustlaw.fitting.fit_many` in batches."""
 
     options: ClassVar[type]
 
@@ -153,7 +153,8 @@ class TwoLayer(TrainedFamily):
         return [spec.options.width]
 
     def batch_key(self, spec: ModelSpec) -> tuple:
-        return ("two_layer",)  # any widths share a batch (zero-padded)
+        # widths that pad alike share a batch (fit_many stacks only those: see robustlaw.fitting.padding_groups)
+        return ("two_layer", padded_width(spec.options.width))
 
 
 class MLP(TrainedFamily):

@@ -18,7 +18,7 @@ from robustlaw.data import DISTRIBUTIONS, DataSpec
 from robustlaw.errors import SpecError
 from robustlaw.experiment import CertifySpec, RunSpec
 from robustlaw.families import FAMILIES, ModelSpec
-from robustlaw.fit import FitSpec
+from robustlaw.fitting import FitSpec
 from robustlaw.registry import Registry, build_variant
 
 

@@ -7,7 +7,7 @@ Spec format (see examples/)::
     [data]    distribution, n, d, labels, sigma, ... and the distribution's own fields (robustlaw.data.DataSpec)
     [model]   family, activation, q and the family's own fields: width | widths | construction, size
               (robustlaw.families.ModelSpec)
-    [fit]     target, tol, eps, lr, max_steps, mode, ... (robustlaw.fit.FitSpec; mode = "train" | "smooth")
+    [fit]     target, tol, eps, lr, max_steps, mode, ... (robustlaw.fitting.FitSpec; mode = "train" | "smooth")
     [certify] domain, radius                           (robustlaw.experiment.CertifySpec)
 
 A list in place of a value makes that field an axis of the grid (``width = [10, 20, 40]``); for
@@ -32,6 +32,7 @@ from collections.abc import Callable
 from robustlaw.errors import RobustlawError, SpecError
 from robustlaw.executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, make_executor  # noqa: F401 (re-exported)
 from robustlaw.experiment import RunSpec, failed_record, run_group
+from robustlaw.fitting import plan_batches
 from robustlaw.grid import SECTIONS, expand
 from robustlaw.store import Store
 
@@ -97,24 +98,9 @@ def default_spec_text() -> str:
 
 
 def batches(runs: list[RunSpec], size: int, work: float = 4e6) -> list[list[RunSpec]]:
-    """Group runs that can share a batch (see :meth:`RunSpec.batch_key`) into batches of at most
-    ``size`` runs whose padded step size (batch length x widest run's :meth:`RunSpec.work`) stays
-    within ``work``: small models are batched (per-step overhead dominates them), large ones run
-    alone (batching them only loses cache). Runs are sorted by width, so padding stays small."""
-    groups: dict[tuple, list[RunSpec]] = {}
-    for r in runs:
-        groups.setdefault(r.batch_key(), []).append(r)
-    out = []
-    for group in groups.values():
-        group.sort(key=lambda r: (r.work(), r.key()))
-        current: list[RunSpec] = []
-        for r in group:
-            if current and (len(current) >= size or (len(current) + 1) * r.work() > work):
-                out.append(current)
-                current = []
-            current.append(r)
-        out.append(current)
-    return out
+    """The sweep's runs in batches (:func:`robustlaw.fitting.plan_batches`): runs with an equal
+    :meth:`RunSpec.batch_key`, at most ``size`` per batch, padded step size within ``work``."""
+    return plan_batches(runs, size, work, key=RunSpec.batch_key, cost=RunSpec.work, order=RunSpec.key)
 
 
 def safe_run_group(specs: list[RunSpec]) -> list[dict]:

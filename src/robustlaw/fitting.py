@@ -664,3 +664,24 @@ def _write_back(models: list[Network], ledger: _Ledger, spec: FitSpec, seconds: 
             out.append(FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
                                  seconds=seconds, mode=spec.mode, flops=ledger.flops[i], smooth_surrogate=surrogate))
     return out
+
+
+def plan_batches(items: list, size: int, budget: float, key, cost, order) -> list[list]:
+    """Group ``items`` that can share a batch (equal ``key(item)``) into batches of at most ``size`` whose
+    padded step size (batch length x the largest ``cost(item)`` in it) stays within ``budget``: small
+    models are batched (per-step overhead dominates them), large ones run alone (batching them only loses
+    cache). Items are sorted by cost (ties by ``order``), so padding stays small."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    out = []
+    for group in groups.values():
+        group.sort(key=lambda item: (cost(item), order(item)))
+        current: list = []
+        for item in group:
+            if current and (len(current) >= size or (len(current) + 1) * cost(item) > budget):
+                out.append(current)
+                current = []
+            current.append(item)
+        out.append(current)
+    return out
