@@ -50,7 +50,7 @@ DOOMED = textwrap.dedent("""
     [model]
     family = "construction"
     construction = "single_neuron"
-    width = 1
+    size = 1
 """)
 
 

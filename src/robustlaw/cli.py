@@ -453,6 +453,16 @@ def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _exit_interrupted(line: str) -> None:
+    """Exit 130 with one line, without the interpreter's shutdown: Python restores the default signal
+    handlers while it finalizes (seconds, with torch loaded), and a second signal then would kill the
+    process by SIGINT instead of exiting quietly. Everything finished is committed by now."""
+    click.echo(line, err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 def entry() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2; the first
     SIGINT or SIGTERM stops the command with one line and exit code 130, a second exits at once."""
@@ -464,11 +474,9 @@ def entry() -> None:
         click.echo(f"robustlaw: error: {error}", err=True)
         sys.exit(2)
     except Interrupted as stop:
-        click.echo(f"robustlaw: interrupted; {stop}", err=True)
-        sys.exit(130)
+        _exit_interrupted(f"robustlaw: interrupted; {stop}")
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("robustlaw: interrupted", err=True)
-        sys.exit(130)
+        _exit_interrupted("robustlaw: interrupted")
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
