@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from robustlaw.activations import ACTIVATIONS, Activation
-from robustlaw.data import DISTRIBUTIONS, DataSpec, Distribution, make_dataset
+from robustlaw.data import DISTRIBUTIONS, DataSpec, Distribution, NoOptions, make_dataset
 from robustlaw.experiment import run
 from robustlaw.lipschitz import METHODS, Ball, UpperCertificate, certify, upper_bound
 from robustlaw.sweep import SweepSpec
@@ -107,7 +107,7 @@ def test_a_new_data_distribution(registered):
     from dataclasses import dataclass
 
     @dataclass(frozen=True)
-    class ShellOptions:
+    class ShellOptions(NoOptions):
         thickness: float = 0.1
 
     registered(DISTRIBUTIONS, "shell", Distribution("shell", shell, ShellOptions))

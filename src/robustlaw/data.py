@@ -49,8 +49,7 @@ def mixture(n: int, d: int, rng: np.random.Generator, components: int = 10, spre
     Each component is isoperimetric with constant ~ spread^2 / d; BS21 Theorem 3 allows up to
     ~ n eps^2 / (1e4 log k) components (condition (8)).
     """
-    require(components >= 1, "data.components", f"must be >= 1, got {components}")
-    require(spread > 0, "data.spread", f"must be > 0, got {spread}")
+    MixtureOptions(components, spread)  # one line naming the field if either is impossible
     centres = sphere(components, d, rng)
     which = rng.integers(components, size=n)
     return centres[which] + spread * rng.standard_normal((n, d)) / np.sqrt(d)
@@ -62,7 +61,7 @@ def manifold(n: int, d: int, rng: np.random.Generator, intrinsic_dim: int = 5) -
     S^m spans m + 1 linear dimensions but is m-dimensional; its effective (intrinsic) dimension
     m = ``intrinsic_dim`` is the d that enters the law.
     """
-    require(1 <= intrinsic_dim < d, "data.intrinsic_dim", f"must be in [1, d - 1 = {d - 1}], got {intrinsic_dim}")
+    ManifoldOptions(intrinsic_dim).check_dims(d)
     z = sphere(n, intrinsic_dim + 1, rng)
     basis, _ = np.linalg.qr(rng.standard_normal((d, intrinsic_dim + 1)))
     return z @ basis.T
@@ -70,11 +69,20 @@ def manifold(n: int, d: int, rng: np.random.Generator, intrinsic_dim: int = 5) -
 
 @dataclass(frozen=True)
 class NoOptions:
-    """A distribution without fields of its own."""
+    """A distribution without fields of its own; the base of every distribution's options, which own the
+    facts the rest of robustlaw needs about them."""
+
+    def check_dims(self, d: int) -> None:
+        """Raise a :class:`SpecError` if these options cannot be drawn in dimension ``d``."""
+
+    @property
+    def mixture_components(self) -> int:
+        """k in BS21's mixture condition (arXiv:2105.12806, Theorem 3): 1 unless the source is a mixture."""
+        return 1
 
 
 @dataclass(frozen=True)
-class MixtureOptions:
+class MixtureOptions(NoOptions):
     """``components`` equal-weight Gaussians of width ``spread`` (see :func:`mixture`)."""
 
     components: int = 10
@@ -85,9 +93,13 @@ class MixtureOptions:
                 f"must be an integer >= 1, got {self.components!r}")
         require(np.isfinite(self.spread) and self.spread > 0, "data.spread", f"must be > 0, got {self.spread}")
 
+    @property
+    def mixture_components(self) -> int:
+        return self.components
+
 
 @dataclass(frozen=True)
-class ManifoldOptions:
+class ManifoldOptions(NoOptions):
     """A great sphere of dimension ``intrinsic_dim`` (see :func:`manifold`)."""
 
     intrinsic_dim: int = 5
@@ -96,11 +108,15 @@ class ManifoldOptions:
         require(_is_int(self.intrinsic_dim) and self.intrinsic_dim >= 1, "data.intrinsic_dim",
                 f"must be an integer >= 1, got {self.intrinsic_dim!r}")
 
+    def check_dims(self, d: int) -> None:
+        require(self.intrinsic_dim < d, "data.intrinsic_dim", f"must be below d = {d}, got {self.intrinsic_dim}")
+
 
 @dataclass(frozen=True)
 class Distribution:
     """A data source: ``sample(n, d, rng, options) -> X`` (n, d), with its own ``options`` fields (a frozen
-    dataclass, validated on construction) and the facts the theory needs about it."""
+    dataclass subclassing :class:`NoOptions`, validated on construction, which owns the facts the rest of
+    robustlaw needs about the source: the dimensions it can be drawn in, its mixture components)."""
 
     name: str
     sampler: Callable[..., Array]
@@ -111,12 +127,8 @@ class Distribution:
 
     def check(self, n: int, d: int, options) -> None:
         """Raise a :class:`SpecError` for sizes this source cannot draw (before any run starts)."""
-        m = getattr(options, "intrinsic_dim", None)
-        require(m is None or m < d, "data.intrinsic_dim", f"must be below d = {d}, got {m}")
+        options.check_dims(d)
 
-    def mixture_components(self, options) -> int:
-        """k in BS21's mixture condition (arXiv:2105.12806, Theorem 3): 1 unless the source is a mixture."""
-        return getattr(options, "components", 1)
 
 
 def _is_int(value) -> bool:

@@ -208,7 +208,7 @@ def _fill_theory(record: Record, spec: RunSpec, fitted: FitResult, data: Dataset
     eps = spec.fit.eps if spec.fit.target == "memorise" else max(data.sigma**2 - fitted.train_mse, 1e-6)
     eps = min(eps, 1 - 1e-9)
     bs21 = bs21_lip_lower(n, d, P, sigma=data.sigma, eps=eps, W=W, J=J, c=1.0,
-                          k_mixture=spec.data.source.mixture_components(spec.data.options), lip=record.lip_lower)
+                          k_mixture=spec.data.options.mixture_components, lip=record.lip_lower)
     record.law_scale = law_scale(n, d, P)
     record.bln20 = bln20_lip(n, record.width) if record.width is not None else None
     record.bs21_lip_lower, record.bs21_eps, record.bs21_W, record.bs21_J = bs21.lip_lower, eps, W, J

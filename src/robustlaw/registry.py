@@ -12,6 +12,8 @@ so a plug-in becomes usable everywhere by one ``register`` call::
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -71,8 +73,6 @@ def build_variant(cls: type, selector: str, variants: Registry, fields: dict, st
     """``cls(**common, options=...)`` from flat ``fields``: the fields of ``cls`` go to it, the rest to the
     ``options`` dataclass of the variant that ``fields[selector]`` (or the class default) picks. A field
     neither has is an error if ``strict``, else dropped (a grid's other variants may have it)."""
-    import dataclasses
-
     names = {f.name for f in dataclasses.fields(cls)} - {"options"}
     common = {k: v for k, v in fields.items() if k in names}
     default = next(f.default for f in dataclasses.fields(cls) if f.name == selector)
