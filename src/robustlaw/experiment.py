@@ -106,6 +106,10 @@ class Record:
     sigma: float | None = None
     depth: int | None = None
     P: int | None = None
+    nonzero: int | None = None
+    mask_source: str | None = None
+    d_eff: float | None = None
+    data_scaling: str | None = None
     mode: str | None = None
     target: str | None = None
     reached: bool | None = None
@@ -126,6 +130,7 @@ class Record:
     grad_mean_train: float | None = None
     lip_floor: float | None = None
     law_scale: float | None = None
+    law_scale_deff: float | None = None
     bln20: float | None = None
     bs21_lip_lower: float | None = None
     bs21_eps: float | None = None
