@@ -17,7 +17,7 @@ LAYERS = {
     "fitting": 3,
     "lipschitz": 4, "families": 4,
     "experiment": 5,
-    "grid": 6, "sweep": 6, "store": 6, "analysis": 6, "report": 6,
+    "grid": 6, "sweep": 6, "store": 6, "analysis": 6, "report": 6, "export": 6,
     "cli": 7, "testing": 7, "__init__": 7,
 }
 

@@ -37,6 +37,7 @@ from robustlaw.data import DISTRIBUTIONS, Dataset, DataSpec, lip_floor, make_dat
 from robustlaw.effdim import EffDim, levina_bickel, load_points, twonn
 from robustlaw.effdim import estimate as estimate_effdim
 from robustlaw.errors import RobustlawError, SpecError
+from robustlaw.export import export_records, load_records
 from robustlaw.experiment import CertifySpec, Record, RunSpec
 from robustlaw.experiment import run as run_spec
 from robustlaw.families import FAMILIES, ModelSpec
@@ -127,6 +128,7 @@ __all__ = [
     "compromise_caps",
     "deep_net_J",
     "estimate_effdim",
+    "export_records",
     "fit",
     "fit_many",
     "fit_power_law",
@@ -136,6 +138,7 @@ __all__ = [
     "levina_bickel",
     "lip_floor",
     "load_points",
+    "load_records",
     "make_dataset",
     "mcshane",
     "mlp",

@@ -69,7 +69,57 @@ def save_report(records: list[dict], out: Path, **text) -> Path:
         raise RobustlawError(f"cannot write the report to {out}: {error.strerror or error}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: stderr, for progress and notes: stdout holds a command's result (one JSON object with --json)
+notes = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+
+
+def _verbosity(level: int):
+    """Click callback of -q (``level`` QUIET) or -v (VERBOSE): note the level in the context."""
+    def callback(ctx, param, value):
+        if value:
+            if ctx.meta.get("robustlaw.verbosity", level) != level:
+                raise RobustlawError("give -q or -v, not both")
+            ctx.meta["robustlaw.verbosity"] = level
+    return callback
+
+
+def verbosity() -> int:
+    """QUIET, NORMAL or VERBOSE, as the running command was given."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("robustlaw.verbosity", NORMAL) if ctx else NORMAL
+
+
+def note(text: str) -> None:
+    """A line on stderr, unless -q."""
+    if verbosity() > QUIET:
+        notes.print(text)
+
+
+def detail(text: str) -> None:
+    """A line on stderr with -v only."""
+    if verbosity() >= VERBOSE:
+        notes.print(text)
+
+
+class Command(click.Command):
+    """A robustlaw command: each takes -q (no progress or notes on stderr) and -v (more detail there)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params += [
+            click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True, callback=_verbosity(QUIET),
+                         help="No progress or notes on stderr (results and errors only)."),
+            click.Option(["-v", "--verbose"], is_flag=True, expose_value=False, is_eager=True,
+                         callback=_verbosity(VERBOSE), help="More detail on stderr."),
+        ]
+
+
+class Group(click.Group):
+    command_class = Command
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="robustlaw")
 def main():
     """robustlaw: a laboratory for the law of robustness (Bubeck-Li-Nagaraj 2020, Bubeck-Sellke 2021)."""
@@ -85,7 +135,9 @@ def main():
               "start a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes, one thread each (default: all cores); for a local Ray instance, its CPUs.")
-def run(spec: Path | None, out: Path, executor: str, address: str | None, workers: int | None):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object on stdout (paths, run counts, exponents); progress goes to stderr.")
+def run(spec: Path | None, out: Path, executor: str, address: str | None, workers: int | None, as_json: bool):
     """Run the sweep in SPEC (a TOML file; default: the embedded BLN20 sphere sweep).
 
     Records go to OUT/results.db as they finish; re-running skips finished runs, so an
@@ -100,25 +152,54 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     db = out / "results.db"
     start = time.perf_counter()
     keys = {r.key() for r in sweep.runs}
+    human = notes if as_json else console  # with --json, stdout holds the JSON object only
     with Store(db) as store:
-        todo = len(sweep.runs) - len(store.done_keys() & keys)
-        console.print(f"sweep [bold]{sweep.name}[/bold]: {len(sweep.runs)} runs, {len(sweep.runs) - todo} already done")
+        reused = len(store.done_keys() & keys)
+        if verbosity() > QUIET:
+            human.print(f"sweep [bold]{sweep.name}[/bold]: {len(sweep.runs)} runs, {reused} already done")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())
         try:
-            with Progress(*columns, console=console, transient=False) as progress:
-                task = progress.add_task("runs", total=todo)
-                records = run_sweep(sweep, store, pool, on_record=lambda r: progress.advance(task))
+            with Progress(*columns, console=human, transient=False, disable=verbosity() == QUIET) as progress:
+                task = progress.add_task("runs", total=len(sweep.runs) - reused)
+
+                def finished(record: dict) -> None:
+                    progress.advance(task)
+                    detail(f"run {record['key']}: {record['status']}, n={record['n']} d={record['d']} "
+                           f"P={record.get('P')} Lip in [{record.get('lip_lower')}, {record.get('lip_upper')}]")
+
+                records = run_sweep(sweep, store, pool, on_record=finished)
         except KeyboardInterrupt:
             raise Interrupted(f"{len(store.done_keys() & keys)} finished runs are kept in {db}") from None
-        print_summary(records, f"{sweep.name}: {sweep.description}")
+        if not as_json:
+            print_summary(records, f"{sweep.name}: {sweep.description}")
         report = save_report(records, out, title=f"robustlaw: {sweep.name}", description=sweep.description)
-    console.print(f"results: {db}")
-    console.print(f"report:  {report}")
-    console.print(f"wall time: {time.perf_counter() - start:.1f} s")
+    seconds = time.perf_counter() - start
+    if as_json:
+        _emit(run_summary(sweep.name, db, report, records, reused, seconds), [], True, "")
+    else:
+        console.print(f"results: {db}")
+        console.print(f"report:  {report}")
+        console.print(f"wall time: {seconds:.1f} s")
     if records and all(r.get("status") != "ok" for r in records):
         click.echo(f"robustlaw: error: every run of sweep {sweep.name} failed ({len(records)} runs)", err=True)
         sys.exit(1)
+
+
+def run_summary(name: str, db: Path, report: Path, records: list[dict], reused: int, seconds: float) -> dict:
+    """``robustlaw run --json``: the paths, the run counts and each series' exponents of the lower and
+    upper bounds against n d / P (:func:`robustlaw.analysis.law_fits`; null when too few runs fit)."""
+    import dataclasses
+
+    from robustlaw.analysis import law_fits
+
+    ok = sum(r.get("status") == "ok" for r in records)
+    fits = {side: law_fits(records, f"lip_{side}") for side in ("lower", "upper")}
+    return {"sweep": name, "db": str(db.absolute()), "report": str(report.absolute()),
+            "runs": len(records), "ok": ok, "failed": len(records) - ok, "reused": reused, "seconds": seconds,
+            "law_exponent": LAW_EXPONENT,
+            "exponents": {series: {side: None if fit[series] is None else dataclasses.asdict(fit[series])
+                                   for side, fit in fits.items()} for series in fits["lower"]}}
 
 
 @main.command()
@@ -138,6 +219,24 @@ def report(db: Path, out: Path | None, sweep_name: str | None):
     print_summary(records, str(db))
     path = save_report(records, out, title=f"robustlaw: {sweep_name or db.name}")
     console.print(f"report: {path}")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sweep", "sweep_name", default=None, help="Only this sweep's records (default: all).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
+              help="File format (Parquet keeps each column's type; read CSV back with robustlaw.export.read_csv).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The file to write (default: DB's name with the format's suffix, beside DB).")
+def export(db: Path, sweep_name: str | None, fmt: str, out: Path | None):
+    """Write the records of the results database DB as a table: one row per run, one typed column per
+    record field (docs/records.md). Needs pandas and pyarrow: pip install 'robustlaw[records]'."""
+    from robustlaw.export import export_records
+
+    out = out or db.with_suffix(f".{fmt}")
+    writable_out_dir(out.parent)
+    rows = export_records(db, out, fmt, sweep_name)
+    note(f"{rows} records written to {out}")
 
 
 def _emit(payload: dict, rows: list[tuple[str, str, str]], as_json: bool, title: str) -> None:
@@ -381,30 +480,64 @@ def _method_names() -> list[str]:
     return METHODS.names()
 
 
-def _domain(ctx, param, text: str):
-    """Click callback: the domain, or one line naming what is wrong with it."""
-    from robustlaw.lipschitz import parse_domain
-
+def _npy(path: Path | None, option: str, ndims: tuple[int, ...]) -> np.ndarray | None:
+    """The float array in the .npy file ``path`` (read without pickles), or one line naming ``option`` and
+    what is wrong: a missing or unreadable file, not numbers, a NaN or Inf, a shape of another dimension."""
+    if path is None:
+        return None
     try:
-        return parse_domain(text)
-    except RobustlawError as error:
-        raise RobustlawError(f"--domain {text}: {error}") from None
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise RobustlawError(f"{option} {path}: cannot read it as a .npy array ({first})") from None
+    if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number) or array.dtype.kind == "c":
+        raise RobustlawError(f"{option} {path}: not an array of real numbers")
+    if array.ndim not in ndims or not array.size:
+        raise RobustlawError(f"{option} {path}: expected a non-empty array of {' or '.join(map(str, ndims))} "
+                             f"dimension(s), got shape {array.shape}")
+    array = array.astype(float)
+    if not np.isfinite(array).all():
+        raise RobustlawError(f"{option} {path}: contains NaN or Inf")
+    return array
+
+
+def _center(path: Path | None) -> np.ndarray | None:
+    """--center: one point, stored as a vector (d,) or a single row (1, d)."""
+    center = _npy(path, "--center", (1, 2))
+    if center is not None and center.ndim == 2:
+        if len(center) != 1:
+            raise RobustlawError(f"--center {path}: expected one point, got {len(center)} rows")
+        center = center[0]
+    return center
+
+
+def _lip_progress(stage: str, method: str, lower: float, upper: float) -> None:
+    note(f"  {stage:<11} {method:<20} Lip in [{lower:.6g}, {upper:.6g}]")
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--domain", "domain", default="global", show_default=True, callback=_domain,
-              help="global (all of R^d), ball:R (the ball of radius R around the origin), sphere or sphere:R "
-                   "(tangential gradient).")
-@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds; the best bracket found by then is returned.")
+@click.option("--domain", "domain_text", default="global", show_default=True,
+              help="global (all of R^d), ball:R (the ball of radius R around the origin or --center), sphere or "
+                   "sphere:R (tangential gradient), local:R (the balls of radius R around the points of --data).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .npy file of points (n, d): the centres of a local domain; on any domain the search "
+                   "also starts near them.")
+@click.option("--center", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .npy file holding one point (d,): the centre of a ball domain.")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds; the best bracket found by then is returned (default 60 unless --effort).")
+@click.option("--effort", type=click.IntRange(min=1), default=None,
+              help="No clock: a fixed effort, the search rounds times N, so the same file, seed and effort give "
+                   "the same bracket on any machine.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the randomised search.")
 @click.option("--method", "methods", multiple=True, metavar="NAME",
               help="Use only these Lipschitz methods (repeatable; default: every registered one that applies). "
                    "Known: " + ", ".join(_method_names()) + ".")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
-def lip(model: Path, domain, time_limit: float, seed: int, methods: tuple[str, ...], as_json: bool):
+def lip(model: Path, domain_text: str, data: Path | None, center: Path | None, time_limit: float | None,
+        effort: int | None, seed: int, methods: tuple[str, ...], as_json: bool):
     """Certify the Lipschitz constant of MODEL: a bracket [lower, upper] on a domain.
 
     MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output), or a .pt /
@@ -414,14 +547,23 @@ def lip(model: Path, domain, time_limit: float, seed: int, methods: tuple[str, .
     running code: anything else in them is refused.
 
     lower is the gradient norm at the returned witness point; upper is a certificate no point of
-    the domain can exceed.
+    the domain can exceed. Progress goes to stderr (none with -q; -v adds the time of each method).
     """
-    import json
+    from robustlaw.lipschitz import certify, load_model, parse_domain
 
-    from robustlaw.lipschitz import certify, load_model
-
+    if effort is not None and time_limit is not None:
+        raise RobustlawError("give either --time-limit (anytime) or --effort (a fixed effort, no clock), not both")
+    points, centre = _npy(data, "--data", (2,)), _center(center)
+    try:
+        domain = parse_domain(domain_text, centre, points)
+    except RobustlawError as error:
+        raise RobustlawError(f"--domain {domain_text}: {error}") from None
     net = load_model(model)
-    bracket = certify(net, domain, seed=seed, time_limit=time_limit, methods=methods or None)
+    note(f"certifying {net.describe()} on {domain.describe()}")
+    clock = dict(time_limit=None, effort=effort) if effort is not None else dict(time_limit=time_limit or 60.0)
+    bracket = certify(net, domain, points, seed=seed, methods=methods or None, progress=_lip_progress, **clock)
+    for method, seconds in bracket.details.get("seconds_by_method", {}).items():
+        detail(f"  {method}: {seconds:.3f} s")
     if as_json:
         # no finite certificate (e.g. a polynomial net on R^d): null, since JSON has no infinity
         payload = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in bracket.to_dict().items()}

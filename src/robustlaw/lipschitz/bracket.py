@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +23,7 @@ from torch import nn
 from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.domain import Domain, Global
 from robustlaw.lipschitz.lower import witness_norm
-from robustlaw.lipschitz.methods import METHODS, Bound, Budget, Problem
+from robustlaw.lipschitz.methods import METHODS, STAGE_NAMES, Bound, Budget, Problem
 from robustlaw.lipschitz.files import as_net
 from robustlaw.lipschitz.network import Net, check_scale
 from robustlaw.seeding import stream
@@ -78,7 +78,8 @@ def _threads(count: int | None):
 
 def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y: np.ndarray | None = None,
             seed: int = 0, time_limit: float | None = 60.0, threads: int | None = 1,
-            methods: Iterable[str] | None = None, split: int | None = None) -> Bracket:
+            methods: Iterable[str] | None = None, split: int | None = None, effort: int = 1,
+            progress: Progress | None = None) -> Bracket:
     """A Lipschitz bracket for ``model`` on ``domain`` (default: R^d), searching near data ``X`` (n, d).
 
     ``model``: a robustlaw model, a ``torch.nn.Sequential`` of Linear layers and activations with one
@@ -87,14 +88,20 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
     ``time_limit`` seconds make the answer anytime; ``None`` runs a fixed effort instead, so the same
     model, data and seed give the same bracket (what sweeps use). ``methods``: the names of the
     registered methods to use (default: all that apply). ``split``: neurons the certificates branch on
-    (default 1, or 0 under a time limit below 2 s).
+    (default 1, or 0 under a time limit below 2 s). ``effort``: without a time limit, the fixed effort's
+    search rounds times this integer (still the same bracket for the same inputs and seed on any machine).
+    ``progress(stage, method, lower, upper)`` is called after each method with the bracket so far.
     """
     if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential) and X is None:
         raise RobustlawError(f"{type(model).__name__} is not a Sequential: certify it with its data X")
+    if not (isinstance(effort, int) and effort >= 1):
+        raise RobustlawError(f"effort must be an integer >= 1, got {effort!r}")
+    if effort != 1 and time_limit is not None:
+        raise RobustlawError("an effort scales the fixed work of a run without a time limit: give one or the other")
     with _threads(threads):
-        budget = Budget(time_limit, split)
+        budget = Budget(time_limit, split, effort)
         problem = _problem(model, domain or Global(), X, y, seed, methods)
-        _fold(problem, budget)
+        _fold(problem, budget, progress)
         return _bracket(problem, budget)
 
 
@@ -128,7 +135,17 @@ def _rescaled(net: Net) -> tuple[Net, float]:
     return check_scale(net)
 
 
-def _fold(problem: Problem, budget: Budget) -> None:
+#: ``progress(stage, method, lower, upper)``: a method of that stage finished; the bracket so far
+Progress = Callable[[str, str, float, float], None]
+
+
+def _report(progress: Progress | None, problem: Problem, stage: int, method: str) -> None:
+    if progress is not None:
+        scale = problem.details.get("scale", 1.0)
+        progress(STAGE_NAMES[stage], method, max(problem.lower, 0.0) * scale, problem.upper * scale)
+
+
+def _fold(problem: Problem, budget: Budget, progress: Progress | None = None) -> None:
     """Run the enabled methods that apply, stage by stage; stop after the exact stage if it settled."""
     timings = problem.details.setdefault("seconds_by_method", {})
     stages = sorted({m.stage for m in METHODS.values()})
@@ -140,6 +157,7 @@ def _fold(problem: Problem, budget: Budget) -> None:
             for bound in method.run(problem, budget):
                 _add(problem, bound)
             timings[method.name] = time.perf_counter() - start
+            _report(progress, problem, stage, method.name)
         if stage == stages[0] and problem.settled:
             return
 

@@ -51,8 +51,12 @@ class Domain:
         """Raise a :class:`SpecError` if a spec's ``certify.radius`` (0 = the data's radius) does not fit."""
 
     @classmethod
-    def parse_value(cls, value: str) -> Domain:
-        """The domain written ``name:value`` on the command line (value: the radius, default 1)."""
+    def parse_value(cls, value: str, center: Array | None = None, points: Array | None = None) -> Domain:
+        """The domain written ``name:value`` on the command line (value: the radius, default 1), with the
+        ``center`` (``--center``) of a domain that has one and the data ``points`` (``--data``), which a
+        domain around the data takes as its centres and any other leaves to the search."""
+        if center is not None:
+            raise RobustlawError(f"a {cls.name} domain takes no centre")
         return cls(_radius_of(value))
 
     def describe(self) -> str:
@@ -221,6 +225,14 @@ class Ball(Domain):
         self.radius = _check_radius(radius)
         self.center = None if center is None else _check_center(center, "the domain centre")
 
+    @classmethod
+    def parse_value(cls, value: str, center: Array | None = None, points: Array | None = None) -> Domain:
+        return cls(_radius_of(value), center)
+
+    def describe(self) -> str:
+        where = "" if self.center is None else f", centre of norm {np.linalg.norm(self.center):.4g}"
+        return f"{self.name}(r={self.radius:g}{where})"
+
     def check_dim(self, d: int) -> None:
         if self.center is not None and np.shape(self.center) != (d,):
             raise RobustlawError(f"the domain centre has shape {np.shape(self.center)}, the network takes {d} inputs")
@@ -311,8 +323,12 @@ class LocalBalls(Domain):
         require(radius > 0, "certify.radius", "a local domain needs a radius > 0")
 
     @classmethod
-    def parse_value(cls, value: str) -> Domain:
-        raise RobustlawError("a local domain needs centre points: robustlaw.certify(..., domain=LocalBalls(r, X))")
+    def parse_value(cls, value: str, center: Array | None = None, points: Array | None = None) -> Domain:
+        if points is None:
+            raise RobustlawError("a local domain needs centre points: --data X.npy (in Python: LocalBalls(r, X))")
+        if center is not None:
+            raise RobustlawError("a local domain takes its centres from --data, not a --center")
+        return cls(_radius_of(value), points)
 
     def describe(self) -> str:
         return f"local(r={self.radius:g}, {len(self.points)} centres)"
@@ -353,9 +369,10 @@ def make_domain(kind: str = "global", radius: float = 1.0, points: Array | None 
     return cls.from_spec(radius, points)
 
 
-def parse_domain(text: str) -> Domain:
-    """Parse ``global``, ``ball:R``, ``sphere`` or ``sphere:R`` (as on the command line)."""
+def parse_domain(text: str, center: Array | None = None, points: Array | None = None) -> Domain:
+    """Parse ``global``, ``ball:R``, ``sphere``, ``sphere:R`` or ``local:R`` (as on the command line), with
+    a ball's ``center`` and the data ``points`` a local domain is centred on (see :meth:`Domain.parse_value`)."""
     kind, _, value = text.partition(":")
     if kind not in DOMAINS:
         raise RobustlawError(f"unknown domain {kind!r} (known: {', '.join(DOMAINS)})")
-    return DOMAINS.get(kind).parse_value(value)
+    return DOMAINS.get(kind).parse_value(value, center, points)
