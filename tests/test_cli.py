@@ -107,3 +107,31 @@ def test_embedded_default_is_the_bln20_sweep_across_the_interpolation_range():
     assert widths[0] <= n / d and widths[-1] >= n  # P from ~ n up to ~ n d
     assert {r.fit.mode for r in sweep.runs} == {"train", "smooth"}
     assert all(r.data.distribution == "sphere" and r.data.labels == "signs" for r in sweep.runs)
+
+
+def test_run_json_is_one_object_whose_counts_match_the_store(tiny_run):
+    import json
+
+    folder, _ = tiny_run
+    result = robustlaw("run", str(folder / "tiny.toml"), "--out", str(folder / "out"), "--workers", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    db = sqlite3.connect(folder / "out" / "results.db")
+    ok, failed = (db.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (s,)).fetchone()[0] for s in ("ok", "error"))
+    assert (summary["runs"], summary["ok"], summary["failed"], summary["reused"]) == (6, ok, failed, ok)
+    assert summary["db"] == str((folder / "out" / "results.db").absolute())
+    assert os.path.isfile(summary["report"]) and "6 already done" in result.stderr
+    fit = summary["exponents"]["train"]["lower"]
+    assert fit["ci_low"] <= fit["exponent"] <= fit["ci_high"] and fit["points"] <= ok
+
+
+def test_export_writes_a_parquet_file_with_one_row_per_run(tiny_run, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    folder, _ = tiny_run
+    result = CliRunner().invoke(main, ["export", str(folder / "out" / "results.db"), "--out", str(tmp_path / "runs.parquet")])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(tmp_path / "runs.parquet")
+    assert len(frame) == 6 and frame["key"].is_unique and set(frame["seed"]) == {0, 1}
+    assert str(frame["P"].dtype) == "Int64" and str(frame["lip_lower"].dtype) == "Float64"
+    assert (frame["lip_lower"] <= frame["lip_upper"]).all()
