@@ -110,12 +110,15 @@ def test_ball_around_a_centre_from_a_file(tmp_path, rng):
 
 
 def test_the_same_file_seed_and_effort_give_the_same_bracket(tmp_path, rng):
-    """No clock: two runs agree to the bit (deep net, so searches and walks run, not just the exact solver)."""
+    """No clock: two runs agree to the bit (deep net, so searches and walks run, not just the exact solver),
+    and more effort keeps every point found with less: its bracket lies inside."""
     random_net(rng, 3, [5, 5]).save_npz(tmp_path / "deep.npz")
-    runs = [json.loads(lip_cli(tmp_path / "deep.npz", "--domain", "ball:1", "--effort", 1, "--seed", 7, "--json")[1])
-            for _ in range(2)]
+    one, again, two = (json.loads(lip_cli(tmp_path / "deep.npz", "--domain", "ball:1", "--effort", effort, "--seed", 7,
+                                          "--json")[1]) for effort in (1, 1, 2))
     for key in ("lower", "upper", "witness", "lower_method", "upper_method"):
-        assert runs[0][key] == runs[1][key], key
+        assert one[key] == again[key], key
+    assert (one["seed"], one["effort"], one["time_limit"], two["effort"]) == (7, 1, None, 2)
+    assert two["lower"] >= one["lower"] and two["upper"] <= one["upper"]
 
 
 @pytest.mark.parametrize("write, args, message", [

@@ -567,6 +567,7 @@ def lip(model: Path, domain_text: str, data: Path | None, center: Path | None, t
     if as_json:
         # no finite certificate (e.g. a polynomial net on R^d): null, since JSON has no infinity
         payload = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in bracket.to_dict().items()}
+        payload.update(seed=seed, effort=effort, time_limit=clock["time_limit"])  # what reproduces it
         click.echo(json.dumps(payload, allow_nan=False))
         return
     console.print(f"network: {net.describe()}   domain: {bracket.domain}")

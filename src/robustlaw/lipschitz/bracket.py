@@ -88,8 +88,9 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
     ``time_limit`` seconds make the answer anytime; ``None`` runs a fixed effort instead, so the same
     model, data and seed give the same bracket (what sweeps use). ``methods``: the names of the
     registered methods to use (default: all that apply). ``split``: neurons the certificates branch on
-    (default 1, or 0 under a time limit below 2 s). ``effort``: without a time limit, the fixed effort's
-    search rounds times this integer (still the same bracket for the same inputs and seed on any machine).
+    (default 1, or 0 under a time limit below 2 s). ``effort`` N (without a time limit): after the fixed
+    effort, N - 1 further passes of the searches (:func:`_search_again`); still the same bracket for the
+    same inputs and seed on any machine, and effort N's bracket lies inside effort N - 1's.
     ``progress(stage, method, lower, upper)`` is called after each method with the bracket so far.
     """
     if isinstance(model, nn.Module) and not isinstance(model, nn.Sequential) and X is None:
@@ -99,9 +100,11 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
     if effort != 1 and time_limit is not None:
         raise RobustlawError("an effort scales the fixed work of a run without a time limit: give one or the other")
     with _threads(threads):
-        budget = Budget(time_limit, split, effort)
+        budget = Budget(time_limit, split)
         problem = _problem(model, domain or Global(), X, y, seed, methods)
         _fold(problem, budget, progress)
+        for seed_k in stream(seed, "effort").integers(2**62, size=effort)[1:]:
+            _search_again(problem, budget, int(seed_k), progress)
         return _bracket(problem, budget)
 
 
@@ -147,19 +150,39 @@ def _report(progress: Progress | None, problem: Problem, stage: int, method: str
 
 def _fold(problem: Problem, budget: Budget, progress: Progress | None = None) -> None:
     """Run the enabled methods that apply, stage by stage; stop after the exact stage if it settled."""
-    timings = problem.details.setdefault("seconds_by_method", {})
     stages = sorted({m.stage for m in METHODS.values()})
     for stage in stages:
         for method in METHODS.values():
-            if method.stage != stage or method.name not in problem.enabled or not method.applies(problem):
-                continue
-            start = time.perf_counter()
-            for bound in method.run(problem, budget):
-                _add(problem, bound)
-            timings[method.name] = time.perf_counter() - start
-            _report(progress, problem, stage, method.name)
+            if method.stage == stage and _usable(problem, method):
+                _run(problem, budget, method, progress)
         if stage == stages[0] and problem.settled:
             return
+
+
+def _search_again(problem: Problem, budget: Budget, seed: int, progress: Progress | None = None) -> None:
+    """One more pass of the enabled lower-bound methods (searches, walks), from the streams of ``seed``
+    and the best points so far; the certificates are not rerun (no randomness in them). Nothing found
+    before is dropped, so each pass can only raise the lower bound. Nothing to do on a settled bracket."""
+    if problem.settled:
+        return
+    problem.seed, problem.rng = seed, stream(seed, "search")
+    for method in sorted(METHODS.values(), key=lambda m: m.stage):
+        if method.side == "lower" and _usable(problem, method):
+            _run(problem, budget, method, progress)
+
+
+def _usable(problem: Problem, method) -> bool:
+    return method.name in problem.enabled and method.applies(problem)
+
+
+def _run(problem: Problem, budget: Budget, method, progress: Progress | None) -> None:
+    """Run one method: keep its bounds, add up its time, report the bracket so far."""
+    start = time.perf_counter()
+    for bound in method.run(problem, budget):
+        _add(problem, bound)
+    timings = problem.details.setdefault("seconds_by_method", {})
+    timings[method.name] = timings.get(method.name, 0.0) + time.perf_counter() - start
+    _report(progress, problem, method.stage, method.name)
 
 
 def _add(problem: Problem, bound: Bound) -> None:

@@ -59,13 +59,11 @@ SHARES = {"exact": 0.7, "search": 0.3, "upper": 1.0, "upper-local": 0.8, "per-ba
 class Budget:
     """How long certification may take: ``time_limit`` seconds (anytime: each step stops at its share of
     what is left, :data:`SHARES`), or None for a fixed effort (a fixed number of search rounds and solver
-    iterations, so the same model, data and seed give the same bracket). ``effort`` (an integer >= 1)
-    multiplies the fixed effort's search rounds (:meth:`rounds`): more work, still no clock."""
+    iterations, so the same model, data and seed give the same bracket)."""
 
-    def __init__(self, time_limit: float | None, split: int | None = None, effort: int = 1):
+    def __init__(self, time_limit: float | None, split: int | None = None):
         self.start = time.perf_counter()
         self.fixed = time_limit is None
-        self.effort = effort
         # keep a little of the budget for assembling the answer
         self.deadline = self.start + 0.97 * time_limit if time_limit else math.inf
         #: neurons to branch on in the certificates (by default none when the time is very short)
@@ -78,10 +76,6 @@ class Budget:
             return math.inf
         now = time.perf_counter()
         return now + SHARES[share] * (end - now)
-
-    def rounds(self, base: int) -> int:
-        """A search's number of rounds (or starting points): ``base`` times the effort when it is fixed."""
-        return base * self.effort if self.fixed else base
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -206,10 +200,9 @@ class GradientSearch:
         deadline = budget.until("search")
         # under a time limit, as many candidate points as fit in the search's share (512 with a fixed effort)
         per_point = 60.0 * sum(p.numel() for p in problem.torch_model.parameters())
-        count = (budget.rounds(512) if budget.fixed
-                 else int(np.clip(FLOP_RATE * (deadline - time.perf_counter()) / (8 * per_point), 8, 512)))
-        low = lower.search_lower(problem.torch_model, problem.domain, problem.X, problem.y, seed=problem.seed, count=count,
-                                 ascent_starts=min(budget.rounds(32), count // 4), ascent_steps=steps, deadline=deadline)
+        count = 512 if budget.fixed else int(np.clip(FLOP_RATE * (deadline - time.perf_counter()) / (8 * per_point), 8, 512))
+        low = lower.search_lower(problem.torch_model, problem.domain, problem.X, problem.y, seed=problem.seed,
+                                 count=count, ascent_starts=min(32, count // 4), ascent_steps=steps, deadline=deadline)
         return [Bound("lower", low.value, low.method, witness=low.witness)]
 
 
@@ -226,8 +219,7 @@ class LineWalk:
         if budget.expired():
             return []
         found, problem.details["line_walk_rounds"] = lower.walk_regions(
-            problem.net, problem.domain, problem.X, problem.best_points(), problem.rng, budget.deadline,
-            max_rounds=budget.rounds(50))
+            problem.net, problem.domain, problem.X, problem.best_points(), problem.rng, budget.deadline)
         return [Bound("lower", math.nan, method, witness=x) for x, method in found]
 
 
@@ -244,8 +236,7 @@ class RegionWalk:
         net = problem.net
         if not budget.affords(8.0 * sum(net.widths) * sum(W.size for W in net.weights)):  # a few line scans
             return []
-        found = lower.walk_grids(problem.net, problem.domain, problem.best_points(), problem.rng, budget.deadline,
-                                 max_rounds=budget.rounds(20))
+        found = lower.walk_grids(problem.net, problem.domain, problem.best_points(), problem.rng, budget.deadline)
         return [Bound("lower", math.nan, method, witness=x) for x, method in found]
 
 
@@ -265,10 +256,9 @@ class BallWalk:
                 break
             best = [w for w in problem.best_points(len(problem.lowers)) if ball.contains(w)][:1] + [ball.center]
             if net.is_two_layer_pwl:
-                found += lower.walk_regions(net, ball, problem.X, best, problem.rng, budget.deadline,
-                                            max_rounds=budget.rounds(5))[0]
+                found += lower.walk_regions(net, ball, problem.X, best, problem.rng, budget.deadline, max_rounds=5)[0]
             else:
-                found += lower.walk_grids(net, ball, best, problem.rng, budget.deadline, max_rounds=budget.rounds(5))
+                found += lower.walk_grids(net, ball, best, problem.rng, budget.deadline, max_rounds=5)
         return [Bound("lower", math.nan, method, witness=x) for x, method in found]
 
 
