@@ -21,6 +21,7 @@ from robustlaw.analysis import LAW_EXPONENT
 from robustlaw.effdim import DEFAULT_MAX_POINTS
 from robustlaw.errors import RobustlawError
 from robustlaw.executors import EXECUTORS
+from robustlaw.export import WRITERS
 from robustlaw.report import TABLE_COLUMNS, exponent_lines, format_value, table_rows, write_report
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped
@@ -166,7 +167,8 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
                 def finished(record: dict) -> None:
                     progress.advance(task)
                     detail(f"run {record['key']}: {record['status']}, n={record['n']} d={record['d']} "
-                           f"P={record.get('P')} Lip in [{record.get('lip_lower')}, {record.get('lip_upper')}]")
+                           f"P={format_value(record.get('P'))} Lip in [{format_value(record.get('lip_lower'))}, "
+                           f"{format_value(record.get('lip_upper'))}]")
 
                 records = run_sweep(sweep, store, pool, on_record=finished)
         except KeyboardInterrupt:
@@ -224,7 +226,7 @@ def report(db: Path, out: Path | None, sweep_name: str | None):
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--sweep", "sweep_name", default=None, help="Only this sweep's records (default: all).")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(list(WRITERS)), default="parquet", show_default=True,
               help="File format (Parquet keeps each column's type; read CSV back with robustlaw.export.read_csv).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The file to write (default: DB's name with the format's suffix, beside DB).")
