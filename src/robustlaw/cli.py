@@ -146,7 +146,7 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     """
     writable_out_dir(out)
     from robustlaw.store import Store
-    from robustlaw.sweep import SweepSpec, make_executor, run_sweep
+    from robustlaw.sweep import SweepSpec, make_executor
 
     sweep = SweepSpec.from_toml(spec) if spec else SweepSpec.default()
     pool = make_executor(executor, workers, address)
@@ -158,19 +158,8 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
         reused = len(store.done_keys() & keys)
         if verbosity() > QUIET:
             human.print(f"sweep [bold]{sweep.name}[/bold]: {len(sweep.runs)} runs, {reused} already done")
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn())
         try:
-            with Progress(*columns, console=human, transient=False, disable=verbosity() == QUIET) as progress:
-                task = progress.add_task("runs", total=len(sweep.runs) - reused)
-
-                def finished(record: dict) -> None:
-                    progress.advance(task)
-                    detail(f"run {record['key']}: {record['status']}, n={record['n']} d={record['d']} "
-                           f"P={format_value(record.get('P'))} Lip in [{format_value(record.get('lip_lower'))}, "
-                           f"{format_value(record.get('lip_upper'))}]")
-
-                records = run_sweep(sweep, store, pool, on_record=finished)
+            records = _sweep_with_progress(sweep, store, pool, human, len(sweep.runs) - reused)
         except KeyboardInterrupt:
             raise Interrupted(f"{len(store.done_keys() & keys)} finished runs are kept in {db}") from None
         if not as_json:
@@ -186,6 +175,24 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     if records and all(r.get("status") != "ok" for r in records):
         click.echo(f"robustlaw: error: every run of sweep {sweep.name} failed ({len(records)} runs)", err=True)
         sys.exit(1)
+
+
+def _sweep_with_progress(sweep, store, pool, human: Console, todo: int) -> list[dict]:
+    """:func:`run_sweep` with a progress bar on ``human`` (none with -q) and, with -v, a line per finished run."""
+    from robustlaw.sweep import run_sweep
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=human, transient=False, disable=verbosity() == QUIET) as progress:
+        task = progress.add_task("runs", total=todo)
+
+        def finished(record: dict) -> None:
+            progress.advance(task)
+            detail(f"run {record['key']}: {record['status']}, n={record['n']} d={record['d']} "
+                   f"P={format_value(record.get('P'))} Lip in [{format_value(record.get('lip_lower'))}, "
+                   f"{format_value(record.get('lip_upper'))}]")
+
+        return run_sweep(sweep, store, pool, on_record=finished)
 
 
 def run_summary(name: str, db: Path, report: Path, records: list[dict], reused: int, seconds: float) -> dict:
