@@ -30,7 +30,7 @@ def record(key: str, sweep: str, ok: bool, P: int) -> dict:
         r.status, r.P, r.sigma, r.reached, r.lip_lower, r.lip_upper = "ok", P, 1.0, True, 1.0 + P / 1000, math.inf
         r.lip_exact, r.law_scale, r.witness = False, math.sqrt(40 * 5 / P), "[0.1, -0.25]"
     else:
-        r.error = "RuntimeError: boom"
+        r.error, r.traceback = "RuntimeError: boom", 'Traceback:\n  File "x.py", line 1, in f\nRuntimeError: boom'
     return r.as_dict()
 
 
@@ -64,7 +64,7 @@ def test_parquet_export_reads_back_with_one_row_per_run(db, tmp_path):
     result = CliRunner().invoke(main, ["export", str(db), "--format", "parquet", "--out", str(out)])
     assert result.exit_code == 0, result.output
     back = pd.read_parquet(out)
-    pd.testing.assert_frame_equal(back, robustlaw.load_records(db))
+    pd.testing.assert_frame_equal(back, robustlaw.load_records(db), check_exact=True)
     assert "4 records written" in result.stderr
 
 
@@ -72,7 +72,8 @@ def test_csv_export_round_trips(db, tmp_path):
     result = CliRunner().invoke(main, ["export", str(db), "--sweep", "a", "--format", "csv", "-q"])
     assert result.exit_code == 0 and result.stderr == ""
     back = read_csv(db.with_suffix(".csv"))
-    pd.testing.assert_frame_equal(back, robustlaw.load_records(db, sweep="a"))
+    pd.testing.assert_frame_equal(back, robustlaw.load_records(db, sweep="a"), check_exact=True)
+    assert back.loc[1, "traceback"].count("\n") == 2 and back.loc[0, "law_scale"] == math.sqrt(40 * 5 / 70)
 
 
 def test_an_empty_selection_is_one_error_line(db, tmp_path):
