@@ -36,7 +36,7 @@ from robustlaw.fitting import plan_batches
 from robustlaw.grid import SECTIONS, expand
 from robustlaw.store import Store
 
-TOP_LEVEL = {"name", "seeds", "description", "batch_size", "batch_work", *(s.name for s in SECTIONS)}
+TOP_LEVEL = {"name", "seeds", "description", "batch_size", "batch_work", "grid", "report", *(s.name for s in SECTIONS)}
 
 
 @dataclass(frozen=True)
