@@ -118,11 +118,13 @@ def run_sweep(sweep: SweepSpec, store: Store, executor: Executor | None = None,
               on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every run of ``sweep`` not yet in ``store``; write each record as it arrives.
 
-    Returns the sweep's records (old and new). The driver is the store's only writer, and each
+    Returns the sweep's records (old and new, those first computed by another sweep included: every
+    run of ``sweep`` joins it in the store). The driver is the store's only writer, and each
     record is committed on arrival, so a killed driver loses only runs still in flight. If this
     call is interrupted (KeyboardInterrupt), the executor's iterator is closed, which stops its
     workers, and the interrupt propagates.
     """
+    store.join(sweep.name, [r.key() for r in sweep.runs])
     done = store.done_keys()
     todo = [r for r in sweep.runs if r.key() not in done]
     executor = executor or LocalExecutor()
@@ -140,4 +142,4 @@ def run_sweep(sweep: SweepSpec, store: Store, executor: Executor | None = None,
         close = getattr(outcomes, "close", None)
         if close is not None:
             close()
-    return store.records(keys={r.key() for r in sweep.runs})
+    return store.records(sweep.name, keys={r.key() for r in sweep.runs})
