@@ -185,7 +185,7 @@ class Expression:
             raise SpecError(where, f"must be a number or an expression such as \"n/d\", got {text!r}")
         try:
             tree = ast.parse(text.replace("^", "**"), mode="eval").body
-        except SyntaxError:
+        except (SyntaxError, ValueError):
             raise SpecError(where, f"cannot read the expression {text!r} (numbers, field names such as n and d, "
                                    "+ - * / ^ and parentheses)") from None
         refs = frozenset(_refs(where, text, tree))
@@ -218,30 +218,29 @@ def _dotted(node: ast.AST) -> str:
     return node.resolved if hasattr(node, "resolved") else f"{node.value.id}.{node.attr}"
 
 
-def _refs(where: str, text: str, tree: ast.AST) -> list[str]:
-    """The dotted fields ``tree`` refers to; any node beyond the grammar is one error line."""
+def _refs(where: str, text: str, node: ast.AST) -> list[str]:
+    """The dotted fields the expression ``node`` refers to; any node beyond the grammar is one error line."""
+    if isinstance(node, ast.BinOp) and type(node.op) in OPERATORS:
+        return _refs(where, text, node.left) + _refs(where, text, node.right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in OPERATORS:
+        return _refs(where, text, node.operand)
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return []
     fields = _numeric_fields()
-    dotted = {d for names in fields.values() for d in names}
-    refs = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            names = fields.get(node.id, [])
-            if len(names) != 1:
-                problem = "is not a numeric field" if not names else f"is ambiguous: write {' or '.join(names)}"
-                raise SpecError(where, f"in {text!r}, {node.id} {problem}")
-            node.resolved = names[0]
-            refs.append(names[0])
-        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if f"{node.value.id}.{node.attr}" not in dotted:
-                raise SpecError(where, f"in {text!r}, {node.value.id}.{node.attr} is not a numeric field")
-            refs.append(f"{node.value.id}.{node.attr}")
-        elif isinstance(node, ast.Constant):
-            if not isinstance(node.value, (int, float)) or isinstance(node.value, bool):
-                raise SpecError(where, f"in {text!r}, {node.value!r} is not a number")
-        elif not isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Load, *OPERATORS)):
-            raise SpecError(where, f"cannot read the expression {text!r} (numbers, field names such as n and d, "
-                                   "+ - * / ^ and parentheses)")
-    return refs
+    if isinstance(node, ast.Name):
+        names = fields.get(node.id, [])
+        if len(names) != 1:
+            problem = "is not a numeric field" if not names else f"is ambiguous: write {' or '.join(names)}"
+            raise SpecError(where, f"in {text!r}, {node.id} {problem}")
+        node.resolved = names[0]
+        return names
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        name = f"{node.value.id}.{node.attr}"
+        if name not in {d for names in fields.values() for d in names}:
+            raise SpecError(where, f"in {text!r}, {name} is not a numeric field")
+        return [name]
+    raise SpecError(where, f"cannot read the expression {text!r} (numbers, field names such as n and d, "
+                           "+ - * / ^ and parentheses)")
 
 
 def _show(env: dict, refs) -> str:
