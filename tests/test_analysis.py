@@ -124,7 +124,7 @@ def test_series_split_by_any_varying_option_but_not_by_the_size_knob():
     assert split_fields(rows) == ["model.temperature"]
     # n, d and mode split; depth splits deep nets of equal widths
     rows = [spec_row(n, k, mode=m) for n in (100, 200) for k in (5, 10) for m in ("train", "smooth")]
-    assert sorted(split_fields(rows)) == ["data.n", "fit.mode", "mode"] and len(by_series(rows)) == 4
+    assert sorted(split_fields(rows)) == ["data.n", "fit.mode"] and len(by_series(rows)) == 4
 
 
 def test_axes_are_drawn_only_when_their_columns_are_present():

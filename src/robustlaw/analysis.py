@@ -163,8 +163,8 @@ def facets(record: dict) -> dict[str, object]:
             if name != "options":
                 out[f"{section}.{name}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
     out["depth"] = record.get("depth")
-    out["construction"] = record.get("construction")
-    out["mode"] = record.get("mode")
+    if not spec:  # a record without its spec: its construction and fit mode still tell series apart
+        out["construction"], out["mode"] = record.get("construction"), record.get("mode")
     return out
 
 

@@ -28,10 +28,11 @@ console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables whe
 
 def results_table(records: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for _, label in TABLE_COLUMNS:
+    columns = [(c, label) for c, label in TABLE_COLUMNS if c != "sweep"]  # the title names the sweep
+    for _, label in columns:
         table.add_column(label, justify="right")
     for r in table_rows(records):
-        table.add_row(*(format_value(r.get(c)) for c, _ in TABLE_COLUMNS))
+        table.add_row(*(format_value(r.get(c)) for c, _ in columns))
     return table
 
 
