@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from robustlaw.report import write_report
 
 
@@ -73,3 +75,30 @@ def test_the_legend_stands_beside_the_axes_never_over_data():
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert sum("α=" in t for t in labels) == 5 and any("law: sigma sqrt(n d / P)" in t for t in labels)
     plt.close(fig)
+
+
+def test_report_command_draws_every_sweep_or_the_chosen_one(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from robustlaw.cli import entry
+    from robustlaw.store import Store
+
+    with Store(tmp_path / "results.db") as store:
+        for r in sweep_rows("a", 2.0, 1.0) + sweep_rows("b", 5.0, 0.5):
+            store.put(r)
+        store.join("b", ["ak0"])  # a run of sweep a that sweep b contains too
+
+    def report(*args):
+        monkeypatch.setattr(sys, "argv", ["robustlaw", "report", str(tmp_path / "results.db"), *args])
+        entry()
+        return capsys.readouterr()
+
+    report("--out", str(tmp_path / "all"))
+    page = (tmp_path / "all" / "report.html").read_text()
+    assert "<h2>Sweep a</h2>" in page and "<h2>Sweep b</h2>" in page and "All sweeps compared" in page
+    report("--sweep", "b", "--out", str(tmp_path / "b"))
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert "<h2>Sweep a</h2>" not in page and "Runs (5 completed, 0 failed)" in page  # b's four and the shared one
+    with pytest.raises(SystemExit):
+        report("--sweep", "nope", "--out", str(tmp_path / "x"))
+    assert "no sweep 'nope' (sweeps: a, b)" in capsys.readouterr().err

@@ -192,10 +192,10 @@ class Store:
         skipped with one warning line. The records of ``sweep`` are every run that belongs to it
         (see the module's docstring), each with its ``sweep`` field set to ``sweep``."""
         query, args = "SELECT key, record FROM runs", ()
-        if sweep is not None and self._has_members():
-            query, args = query + " WHERE key IN (SELECT key FROM members WHERE sweep = ?)", (sweep,)
-        elif sweep is not None:  # a database written before membership, opened read-only
+        if sweep is not None:  # its own runs, and (once the database has the table) the runs that joined it
             query, args = query + " WHERE sweep = ?", (sweep,)
+            if self._has_members():
+                query, args = query + " OR key IN (SELECT key FROM members WHERE sweep = ?)", (sweep, sweep)
         rows = [(key, _parse_record(text)) for key, text in self._rows(query + " ORDER BY created", args)]
         bad = [key for key, record in rows if record is None]
         if bad:
@@ -206,7 +206,7 @@ class Store:
 
     def sweeps(self) -> list[str]:
         """The names of the sweeps with at least one stored run, sorted."""
+        query = "SELECT sweep FROM runs"
         if self._has_members():
-            return [s for (s,) in self._rows("SELECT DISTINCT sweep FROM members WHERE key IN (SELECT key FROM runs) "
-                                             "ORDER BY sweep")]
-        return [s for (s,) in self._rows("SELECT DISTINCT sweep FROM runs ORDER BY sweep")]
+            query += " UNION SELECT sweep FROM members WHERE key IN (SELECT key FROM runs)"
+        return [s for (s,) in self._rows(f"SELECT DISTINCT sweep FROM ({query}) ORDER BY sweep")]
