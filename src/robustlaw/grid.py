@@ -230,8 +230,10 @@ def _refs(where: str, text: str, node: ast.AST) -> list[str]:
     if isinstance(node, ast.Name):
         names = fields.get(node.id, [])
         if len(names) != 1:
-            problem = "is not a numeric field" if not names else f"is ambiguous: write {' or '.join(names)}"
-            raise SpecError(where, f"in {text!r}, {node.id} {problem}")
+            if names:
+                raise SpecError(where, f"in {text!r}, {node.id} is ambiguous: write {' or '.join(names)}")
+            raise SpecError(where, f"must be a number, or an expression over numeric fields such as n and d "
+                                   f"(in {text!r}, {node.id} is not a numeric field)")
         node.resolved = names[0]
         return names
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
