@@ -94,3 +94,16 @@ def test_bad_expression_stops_run_before_any_work(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and "model.width" in err[0] and "not a finite number" in err[0]
     assert not (tmp_path / "out").exists()  # no database, no report
+
+
+def test_the_bln20_example_is_one_spec_of_the_whole_design():
+    from pathlib import Path
+
+    sweep = SweepSpec.from_toml(Path(__file__).parent.parent / "examples" / "bln20.toml")
+    trained = {(r.data.n, r.model.options.width) for r in sweep.runs if r.model.family == "two_layer"}
+    assert trained == {(100, 5), (100, 11), (100, 22), (100, 47), (100, 100), (200, 10), (200, 21), (200, 45),
+                       (200, 95), (200, 200), (400, 20), (400, 42), (400, 89), (400, 189), (400, 400)}
+    caps = {(r.data.n, r.model.options.size) for r in sweep.runs if r.model.family == "construction"}
+    assert caps == {(100, 100), (200, 200), (400, 400)}  # one cap per point: k = n
+    assert {r.fit.mode for r in sweep.runs if r.model.family == "two_layer"} == {"train", "smooth"}
+    assert len(sweep.runs) == (15 * 2 + 3) * 3 and sweep.report_axes == ("bln20", "bs21")
