@@ -42,7 +42,7 @@ def test_run_writes_database_and_report_and_prints_the_exponent(tiny_run):
     folder, result = tiny_run
     assert result.returncode == 0, result.stderr
     assert "alpha =" in result.stdout and "95% CI" in result.stdout
-    assert (folder / "out" / "report.html").is_file()
+    assert (folder / "out" / "tiny" / "report.html").is_file()  # each sweep its own folder
     count = sqlite3.connect(folder / "out" / "results.db").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     assert count == 6
 

@@ -70,3 +70,15 @@ def test_certify_without_time_limit_is_reproducible_where_the_search_runs():
     assert not first.exact and first.lower_method.startswith("search")
     assert first.lower == second.lower and np.array_equal(first.witness, second.witness)
     assert first.upper == second.upper
+
+
+def test_bln20_scale_is_recorded_for_constructed_two_layer_nets_only():
+    from robustlaw.data import DataSpec
+    from robustlaw.experiment import RunSpec, run
+    from robustlaw.families import ModelSpec
+
+    data = DataSpec(n=16, d=8)
+    caps = run(RunSpec(data=data, model=ModelSpec.of(family="construction", construction="compromise_caps", size=16)))
+    assert caps["status"] == "ok" and caps["bln20"] == 1.0  # one cap per point: sqrt(n / k) = 1
+    bumps = run(RunSpec(data=data, model=ModelSpec.of(family="construction", construction="rbf")))
+    assert bumps["status"] == "ok" and bumps["bln20"] is None  # not a two-layer net

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from robustlaw.report import write_report
 
 
@@ -20,7 +22,7 @@ def test_report_embeds_the_figure_table_exponent_and_failures(tmp_path):
     png = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert png and len(png.group(1)) > 1000
     assert (tmp_path / "law.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "0.500 [0.500, 0.500]" in page  # Lip = 2 sqrt(nd/P): exponent 1/2 in n d / P
+    assert "1.000 [1.000, 1.000]" in page  # Lip = 2 sqrt(nd/P): exponent 1 against the drawn axis sqrt(nd/P)
     assert page.count("<tr>") == 1 + 4
     assert "RuntimeError: &lt;boom&gt;" in page  # escaped, listed, not dropped
 
@@ -28,3 +30,75 @@ def test_report_embeds_the_figure_table_exponent_and_failures(tmp_path):
 def test_report_with_too_few_runs_says_so(tmp_path):
     page = write_report(rows()[:2], tmp_path).read_text()
     assert "too few fitted runs" in page
+
+
+def sweep_rows(sweep, scale, exponent):
+    """Four runs of ``sweep`` with Lip = scale * sqrt(nd/P)^exponent."""
+    return [{**r, "sweep": sweep, "key": f"{sweep}{r['key']}", "lip_lower": scale * r["law_scale"] ** exponent,
+             "sigma": 1.0, "bs21_lip_lower": 0.01} for r in rows()[:4]]
+
+
+def test_two_sweeps_get_a_section_each_and_are_never_pooled(tmp_path):
+    from robustlaw.analysis import fit_power_law, law_fits
+    from robustlaw.report import _sections
+
+    a, b = sweep_rows("a", 2.0, 1.0), sweep_rows("b", 5.0, 0.5)
+    sections = _sections({"a": a, "b": b}, "")
+    fits = {s.name: law_fits(s.records) for s in sections}
+    assert [s.name for s in sections] == ["a", "b"]
+    assert abs(fits["a"]["train"].exponent - 1.0) < 1e-9 and abs(fits["b"]["train"].exponent - 0.5) < 1e-9
+    pooled = fit_power_law([r["law_scale"] for r in a + b], [r["lip_lower"] for r in a + b])
+    page = write_report({"a": a, "b": b}, tmp_path, title="t").read_text()
+    assert "<h2>Sweep a</h2>" in page and "<h2>Sweep b</h2>" in page and "All sweeps compared" in page
+    assert "alpha = 1.000 [1.000, 1.000]" in page and "alpha = 0.500 [0.500, 0.500]" in page
+    assert f"alpha = {pooled.exponent:.3f}" not in page  # the pooled exponent appears nowhere
+    assert (tmp_path / "comparison.png").is_file() and (tmp_path / "a-bs21.png").is_file()
+
+
+def test_a_flat_list_of_records_is_split_by_sweep(tmp_path):
+    page = write_report(sweep_rows("a", 2.0, 1.0) + sweep_rows("b", 5.0, 0.5), tmp_path).read_text()
+    assert page.count("<h2>Sweep ") == 2
+
+
+def test_the_legend_stands_beside_the_axes_never_over_data():
+    import matplotlib.pyplot as plt
+
+    from robustlaw.report import law_figure
+
+    many = [{**r, "key": f"{r['key']}{m}", "mode": m, "lip_lower": r["lip_lower"] * (1 + i)}
+            for i, m in enumerate(("train", "smooth", "x", "y", "z")) for r in sweep_rows("a", 2.0, 1.0)]
+    fig = law_figure(many)
+    fig.canvas.draw()
+    [ax] = fig.axes
+    box, legend = ax.get_window_extent(), ax.get_legend().get_window_extent()
+    assert legend.x0 >= box.x1  # entirely to the right of the plotting area
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sum("α=" in t for t in labels) == 5 and any("law: sigma sqrt(n d / P)" in t for t in labels)
+    plt.close(fig)
+
+
+def test_report_command_draws_every_sweep_or_the_chosen_one(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from robustlaw.cli import entry
+    from robustlaw.store import Store
+
+    with Store(tmp_path / "results.db") as store:
+        for r in sweep_rows("a", 2.0, 1.0) + sweep_rows("b", 5.0, 0.5):
+            store.put(r)
+        store.join("b", ["ak0"])  # a run of sweep a that sweep b contains too
+
+    def report(*args):
+        monkeypatch.setattr(sys, "argv", ["robustlaw", "report", str(tmp_path / "results.db"), *args])
+        entry()
+        return capsys.readouterr()
+
+    report("--out", str(tmp_path / "all"))
+    page = (tmp_path / "all" / "report.html").read_text()
+    assert "<h2>Sweep a</h2>" in page and "<h2>Sweep b</h2>" in page and "All sweeps compared" in page
+    report("--sweep", "b", "--out", str(tmp_path / "b"))
+    page = (tmp_path / "b" / "report.html").read_text()
+    assert "<h2>Sweep a</h2>" not in page and "Runs (5 completed, 0 failed)" in page  # b's four and the shared one
+    with pytest.raises(SystemExit):
+        report("--sweep", "nope", "--out", str(tmp_path / "x"))
+    assert "no sweep 'nope' (sweeps: a, b)" in capsys.readouterr().err

@@ -167,3 +167,27 @@ def test_an_extended_sweep_gives_the_records_of_a_clean_run(tmp_path):
     assert {r["mode"] for r in clean} == {"train", "smooth"}
     for record in extended:
         assert untimed(record) == by_key[record["key"]], record["key"]
+
+
+class InProcess:
+    """An executor that runs each task here, in order (enough to test the driver)."""
+
+    def map_unordered(self, fn, tasks):
+        for task in tasks:
+            yield task, fn(task)
+
+
+def test_a_run_shared_by_two_sweeps_is_computed_once_and_reported_in_both(tmp_path):
+    def rbf(name, sizes):
+        return SweepSpec.from_dict({"name": name, "data": {"n": 16, "d": 4},
+                                    "model": {"family": "construction", "construction": "projected_rbf", "size": sizes}})
+
+    computed = []
+    with Store(tmp_path / "r.db") as store:
+        first = run_sweep(rbf("a", [2, 3]), store, InProcess(), on_record=computed.append)
+        second = run_sweep(rbf("b", [3, 4]), store, InProcess(), on_record=computed.append)
+        assert len(computed) == 3  # size 3 is computed once, under "a"
+        shared = rbf("a", [3]).runs[0].key()
+        assert shared in {r["key"] for r in first} & {r["key"] for r in second}
+        assert {r["key"] for r in store.records("b")} == {r.key() for r in rbf("b", [3, 4]).runs}
+        assert store.sweeps() == ["a", "b"]

@@ -17,33 +17,35 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from robustlaw.analysis import LAW_EXPONENT
+from robustlaw.analysis import AXES, LAW_EXPONENT
 from robustlaw.effdim import DEFAULT_MAX_POINTS
 from robustlaw.errors import RobustlawError
 from robustlaw.executors import EXECUTORS
 from robustlaw.export import WRITERS
-from robustlaw.report import TABLE_COLUMNS, exponent_lines, format_value, table_rows, write_report
+from robustlaw.report import TABLE_COLUMNS, exponent_lines, format_value, slug, table_rows, write_report
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # wide tables when piped
 
 
 def results_table(records: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for _, label in TABLE_COLUMNS:
+    columns = [(c, label) for c, label in TABLE_COLUMNS if c != "sweep"]  # the title names the sweep
+    for _, label in columns:
         table.add_column(label, justify="right")
     for r in table_rows(records):
-        table.add_row(*(format_value(r.get(c)) for c, _ in TABLE_COLUMNS))
+        table.add_row(*(format_value(r.get(c)) for c, _ in columns))
     return table
 
 
-def print_summary(records: list[dict], title: str) -> None:
+def print_summary(records: list[dict], title: str, axes: list[str] | None = None) -> None:
     console.print(results_table(records, title))
     for r in records:
         if r.get("status") != "ok":
             console.print(f"[red]run {r['key']} failed:[/red] {r.get('error')}")
-    for line in exponent_lines(records):
+    for line in exponent_lines(records, axes):
         console.print(line)
-    console.print(f"(the law predicts alpha = {LAW_EXPONENT} for the smoothest interpolator; 95% bootstrap intervals)")
+    console.print(f"(against each drawn axis the law predicts alpha = {LAW_EXPONENT:g} for the smoothest interpolator; "
+                  "95% bootstrap intervals)")
 
 
 def writable_out_dir(path: Path) -> Path:
@@ -62,7 +64,7 @@ def writable_out_dir(path: Path) -> Path:
     return path
 
 
-def save_report(records: list[dict], out: Path, **text) -> Path:
+def save_report(records: list[dict] | dict[str, list[dict]], out: Path, **text) -> Path:
     """:func:`write_report` with file-system failures (a full disk, a vanished folder) as one error line."""
     try:
         return write_report(records, out, **text)
@@ -129,7 +131,8 @@ def main():
 @main.command()
 @click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("robustlaw-results"),
-              show_default=True, help="Folder for the results database and the HTML report.")
+              show_default=True, help="Folder for the results database (OUT/results.db, shared by sweeps) and "
+              "the sweep's HTML report (OUT/<sweep name>/report.html).")
 @click.option("--executor", type=click.Choice(sorted(EXECUTORS)), default="local", show_default=True,
               help="Where runs execute: local worker processes, or a Ray cluster (pip install 'robustlaw[ray]').")
 @click.option("--address", default=None, help="Ray cluster address (e.g. ray://host:10001 or auto); default: "
@@ -142,7 +145,9 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     """Run the sweep in SPEC (a TOML file; default: the embedded BLN20 sphere sweep).
 
     Records go to OUT/results.db as they finish; re-running skips finished runs, so an
-    interrupted (even killed) sweep resumes where it stopped.
+    interrupted (even killed) sweep resumes where it stopped. Each sweep's report goes to its own
+    folder OUT/<sweep name>/report.html, so sweeps sharing a database keep their reports
+    (`robustlaw report OUT/results.db` draws them all on one page).
     """
     writable_out_dir(out)
     from robustlaw.store import Store
@@ -162,9 +167,11 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
             records = _sweep_with_progress(sweep, store, pool, human, len(sweep.runs) - reused)
         except KeyboardInterrupt:
             raise Interrupted(f"{len(store.done_keys() & keys)} finished runs are kept in {db}") from None
+        axes = list(sweep.report_axes) if sweep.report_axes else None
         if not as_json:
-            print_summary(records, f"{sweep.name}: {sweep.description}")
-        report = save_report(records, out, title=f"robustlaw: {sweep.name}", description=sweep.description)
+            print_summary(records, f"{sweep.name}: {sweep.description}", axes)
+        report = save_report({sweep.name: records}, out / slug(sweep.name), title=f"robustlaw: {sweep.name}",
+                             description=sweep.description, axes=axes)
     seconds = time.perf_counter() - start
     if as_json:
         _emit(run_summary(sweep.name, db, report, records, reused, seconds), [], True, "")
@@ -197,7 +204,7 @@ def _sweep_with_progress(sweep, store, pool, human: Console, todo: int) -> list[
 
 def run_summary(name: str, db: Path, report: Path, records: list[dict], reused: int, seconds: float) -> dict:
     """``robustlaw run --json``: the paths, the run counts and each series' exponents of the lower and
-    upper bounds against n d / P (:func:`robustlaw.analysis.law_fits`; null when too few runs fit)."""
+    upper bounds against sqrt(n d / P) (:func:`robustlaw.analysis.law_fits`; null when too few runs fit)."""
     import dataclasses
 
     from robustlaw.analysis import law_fits
@@ -215,18 +222,28 @@ def run_summary(name: str, db: Path, report: Path, records: list[dict], reused: 
 @click.argument("db", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the report (default: the database's folder).")
-@click.option("--sweep", "sweep_name", default=None, help="Only this sweep's records (default: all).")
-def report(db: Path, out: Path | None, sweep_name: str | None):
-    """Rebuild the HTML report from the results database DB (opened read-only)."""
+@click.option("--sweep", "sweep_names", multiple=True, metavar="NAME",
+              help="Only this sweep (repeatable; default: every sweep in DB, a section each).")
+@click.option("--axis", "axes", multiple=True, type=click.Choice(AXES.names()),
+              help="Draw only these x axes (repeatable; default: every axis the records hold).")
+def report(db: Path, out: Path | None, sweep_names: tuple[str, ...], axes: tuple[str, ...]):
+    """Rebuild the HTML report from the results database DB (opened read-only): one page with a
+    section per sweep (every run that belongs to it) and, with several sweeps, a comparison figure."""
     out = writable_out_dir(out or db.parent)
     from robustlaw.store import Store
 
     with Store(db, create=False) as store:
-        records = store.records(sweep_name)
-    if not records:
-        raise RobustlawError(f"{db} holds no records" + (f" of sweep {sweep_name!r}" if sweep_name else ""))
-    print_summary(records, str(db))
-    path = save_report(records, out, title=f"robustlaw: {sweep_name or db.name}")
+        known = store.sweeps()
+        missing = [name for name in sweep_names if name not in known]
+        if missing:
+            raise RobustlawError(f"{db} holds no sweep {missing[0]!r} (sweeps: {', '.join(known) or 'none'})")
+        sections = {name: store.records(name) for name in (sweep_names or known)}
+    if not any(sections.values()):
+        raise RobustlawError(f"{db} holds no records")
+    for name, records in sections.items():
+        print_summary(records, f"{db}: sweep {name}", list(axes) or None)
+    title = f"robustlaw: {', '.join(sections)}" if len(sections) <= 3 else f"robustlaw: {len(sections)} sweeps in {db.name}"
+    path = save_report(sections, out, title=title, axes=list(axes) or None)
     console.print(f"report: {path}")
 
 

@@ -11,7 +11,7 @@ class SpecError(RobustlawError):
     """A malformed or impossible value in a spec; ``field`` names where it is."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field, self.message = field, message
         super().__init__(f"{field}: {message}")
 
 

@@ -206,7 +206,8 @@ def _fill_bracket(record: Record, bracket: Bracket, model, data: Dataset, domain
 
 
 def _fill_theory(record: Record, spec: RunSpec, fitted: FitResult, data: Dataset, model) -> None:
-    """The papers' predictions for this run: the law's scale, BLN20's sqrt(n / k) for two-layer nets and
+    """The papers' predictions for this run: the law's scale, BLN20's sqrt(n / k) for two-layer nets (trained
+    or constructed) and
     BS21 Theorem 3 with W, J from the fitted parameters and eps from the fit target."""
     n, d, P = data.n, data.d, record.P
     W, J = parametrisation_constant(model, data)
@@ -215,9 +216,16 @@ def _fill_theory(record: Record, spec: RunSpec, fitted: FitResult, data: Dataset
     bs21 = bs21_lip_lower(n, d, P, sigma=data.sigma, eps=eps, W=W, J=J, c=1.0,
                           k_mixture=spec.data.options.mixture_components, lip=record.lip_lower)
     record.law_scale = law_scale(n, d, P)
-    record.bln20 = bln20_lip(n, record.width) if record.width is not None else None
+    record.bln20 = bln20_lip(n, _two_layer_width(model)) if _two_layer_width(model) else None
     record.bs21_lip_lower, record.bs21_eps, record.bs21_W, record.bs21_J = bs21.lip_lower, eps, W, J
     record.bs21_mixture_ok, record.bs21_dimension_ok = bs21.mixture_condition, bs21.dimension_condition
+
+
+def _two_layer_width(model) -> int | None:
+    """k of a two-layer network (one hidden layer: trained or built by a construction such as BLN20's
+    caps), for BLN20's sqrt(n / k); None for any other model."""
+    hidden = getattr(model, "hidden_widths", None)
+    return hidden[0] if hidden is not None and len(hidden) == 1 else None
 
 
 def failed_record(spec: RunSpec, error: BaseException) -> Record:

@@ -4,6 +4,11 @@ The ``runs`` table declares a column for every field of :class:`robustlaw.experi
 (``SELECT n, P, lip_lower FROM runs WHERE sweep = 'x'`` works in plain SQL), and keeps the whole
 record as JSON in ``record``. Databases written before a column existed get it added (empty).
 
+A run belongs to every sweep that asked for it: the ``members`` table holds (sweep, key) pairs, so a
+run first computed under one sweep is listed (not recomputed) in every other sweep that contains the
+same spec; the key stays the spec's hash and ``runs.sweep`` the sweep that computed it. Databases
+written before the table existed get it, filled from ``runs.sweep``, when opened for writing.
+
 Each record is written in its own transaction as soon as it arrives, so an interrupted sweep
 loses nothing it finished, and a re-run skips every key already stored with status ok.
 
@@ -35,6 +40,12 @@ CREATE TABLE IF NOT EXISTS runs (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep);
+CREATE TABLE IF NOT EXISTS members (
+    sweep TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (sweep, key)
+);
+INSERT OR IGNORE INTO members (sweep, key) SELECT sweep, key FROM runs;
 """
 #: SQLite's file header: bytes 18 and 19 (read and write format versions) are 2 in WAL mode.
 SQLITE_HEADER = 100
@@ -150,8 +161,20 @@ class Store:
         """Keys of runs that completed (status ok); failed runs are retried on the next sweep."""
         return {k for (k,) in self._rows("SELECT key FROM runs WHERE status = 'ok'")}
 
+    def join(self, sweep: str, keys) -> None:
+        """Record that the runs ``keys`` belong to ``sweep`` (whether computed yet or not)."""
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR IGNORE INTO members (sweep, key) VALUES (?, ?)",
+                                     [(sweep, key) for key in keys])
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+
+    def _has_members(self) -> bool:
+        return bool(self._rows("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'members'"))
+
     def put(self, record: dict) -> None:
-        """Insert or replace one record (a flat dict with at least key, sweep, status)."""
+        """Insert or replace one record (a flat dict with at least key, sweep, status); the run joins its sweep."""
         columns = ["key", "sweep", "status", "created", "record", *FIELDS]
         row = (record["key"], record["sweep"], record["status"], time.time(), json.dumps(record, sort_keys=True),
                *(_column_value(record.get(name)) for name in FIELDS))
@@ -159,22 +182,31 @@ class Store:
         try:
             with self._db:
                 self._db.execute(f"INSERT OR REPLACE INTO runs ({names}) VALUES ({', '.join('?' * len(columns))})", row)
+                self._db.execute("INSERT OR IGNORE INTO members (sweep, key) VALUES (?, ?)",
+                                 (record["sweep"], record["key"]))
         except sqlite3.Error as error:
             raise self._error(error) from None
 
     def records(self, sweep: str | None = None, keys: set[str] | None = None) -> list[dict]:
         """All records (of ``sweep``, or with ``keys``, if given), oldest first; malformed rows are
-        skipped with one warning line."""
+        skipped with one warning line. The records of ``sweep`` are every run that belongs to it
+        (see the module's docstring), each with its ``sweep`` field set to ``sweep``."""
         query, args = "SELECT key, record FROM runs", ()
-        if sweep is not None:
+        if sweep is not None:  # its own runs, and (once the database has the table) the runs that joined it
             query, args = query + " WHERE sweep = ?", (sweep,)
+            if self._has_members():
+                query, args = query + " OR key IN (SELECT key FROM members WHERE sweep = ?)", (sweep, sweep)
         rows = [(key, _parse_record(text)) for key, text in self._rows(query + " ORDER BY created", args)]
         bad = [key for key, record in rows if record is None]
         if bad:
             warn(f"skipped {len(bad)} malformed record(s) in {self.path} (not a JSON object with "
                  f"{', '.join(RECORD_KEYS)}), first: key {bad[0]!r}")
-        good = [record for _, record in rows if record is not None]
+        good = [record if sweep is None else {**record, "sweep": sweep} for _, record in rows if record is not None]
         return good if keys is None else [r for r in good if r["key"] in keys]
 
     def sweeps(self) -> list[str]:
-        return [s for (s,) in self._rows("SELECT DISTINCT sweep FROM runs ORDER BY sweep")]
+        """The names of the sweeps with at least one stored run, sorted."""
+        query = "SELECT sweep FROM runs"
+        if self._has_members():
+            query += " UNION SELECT sweep FROM members WHERE key IN (SELECT key FROM runs)"
+        return [s for (s,) in self._rows(f"SELECT DISTINCT sweep FROM ({query}) ORDER BY sweep")]

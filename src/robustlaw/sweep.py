@@ -10,8 +10,12 @@ Spec format (see examples/)::
     [fit]     target, tol, eps, lr, max_steps, mode, ... (robustlaw.fitting.FitSpec; mode = "train" | "smooth")
     [certify] domain, radius                           (robustlaw.experiment.CertifySpec)
 
+    [report]  axes = ["bs21", "bln20"]                  (robustlaw.analysis.AXES; default: all the records hold)
+    [[grid]]  sections overriding the shared ones, one table per grid (robustlaw.grid)
+
 A list in place of a value makes that field an axis of the grid (``width = [10, 20, 40]``); for
-``model.widths``, which is itself a list, a list of lists is an axis. The grid is the product of
+``model.widths``, which is itself a list, a list of lists is an axis. A numeric field may depend on
+the point's other fields: ``width = {from = "n/d", to = "n", steps = 6}`` (robustlaw.grid). The grid is the product of
 all axes and the seeds (robustlaw.grid), every point validated before the first run starts.
 ``batch_size`` (runs) and ``batch_work`` (n x padded P) bound one batch of models fitted together
 (see :func:`batches`).
@@ -29,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from collections.abc import Callable
 
+from robustlaw.analysis import AXES
 from robustlaw.errors import RobustlawError, SpecError
 from robustlaw.executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, make_executor  # noqa: F401 (re-exported)
 from robustlaw.experiment import RunSpec, failed_record, run_group
@@ -36,7 +41,7 @@ from robustlaw.fitting import plan_batches
 from robustlaw.grid import SECTIONS, expand
 from robustlaw.store import Store
 
-TOP_LEVEL = {"name", "seeds", "description", "batch_size", "batch_work", *(s.name for s in SECTIONS)}
+TOP_LEVEL = {"name", "seeds", "description", "batch_size", "batch_work", "grid", "report", *(s.name for s in SECTIONS)}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class SweepSpec:
     description: str = ""
     batch_size: int = 32
     batch_work: float = 4e6
+    #: the report's x axes (names in robustlaw.analysis.AXES); None: every axis the records hold
+    report_axes: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, spec: dict) -> SweepSpec:
@@ -72,9 +79,10 @@ class SweepSpec:
             raise SpecError("batch_work", f"must be a number > 0, got {batch_work!r}")
         if len(set(seeds)) != len(seeds):
             raise SpecError("seeds", f"repeats a seed: {seeds!r}")
+        report_axes = _report_axes(spec.get("report", {}))
         runs = expand(spec, name, seeds)
         return cls(name=name, runs=tuple(runs), description=str(spec.get("description", "")), batch_size=batch_size,
-                   batch_work=float(batch_work))
+                   batch_work=float(batch_work), report_axes=report_axes)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> SweepSpec:
@@ -91,6 +99,20 @@ class SweepSpec:
     def default(cls) -> SweepSpec:
         """The embedded default sweep (the same file as examples/default.toml)."""
         return cls.from_dict(tomllib.loads(default_spec_text()))
+
+
+def _report_axes(table) -> tuple[str, ...] | None:
+    """``[report] axes = ["bs21", "bln20"]``: the report's x axes, each a name in robustlaw.analysis.AXES."""
+    if not isinstance(table, dict) or set(table) - {"axes"}:
+        raise SpecError("report", f"must be a table with axes = [...] (known axes: {', '.join(AXES)}), got {table!r}")
+    names = table.get("axes")
+    if names is None:
+        return None
+    if not isinstance(names, list) or not names or not all(isinstance(a, str) for a in names):
+        raise SpecError("report.axes", f"must be a non-empty list of axis names ({', '.join(AXES)}), got {names!r}")
+    for axis in names:
+        AXES.get(axis)
+    return tuple(names)
 
 
 def default_spec_text() -> str:
@@ -118,11 +140,13 @@ def run_sweep(sweep: SweepSpec, store: Store, executor: Executor | None = None,
               on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every run of ``sweep`` not yet in ``store``; write each record as it arrives.
 
-    Returns the sweep's records (old and new). The driver is the store's only writer, and each
+    Returns the sweep's records (old and new, those first computed by another sweep included: every
+    run of ``sweep`` joins it in the store). The driver is the store's only writer, and each
     record is committed on arrival, so a killed driver loses only runs still in flight. If this
     call is interrupted (KeyboardInterrupt), the executor's iterator is closed, which stops its
     workers, and the interrupt propagates.
     """
+    store.join(sweep.name, [r.key() for r in sweep.runs])
     done = store.done_keys()
     todo = [r for r in sweep.runs if r.key() not in done]
     executor = executor or LocalExecutor()
@@ -140,4 +164,4 @@ def run_sweep(sweep: SweepSpec, store: Store, executor: Executor | None = None,
         close = getattr(outcomes, "close", None)
         if close is not None:
             close()
-    return store.records(keys={r.key() for r in sweep.runs})
+    return store.records(sweep.name, keys={r.key() for r in sweep.runs})
