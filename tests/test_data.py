@@ -115,3 +115,66 @@ def test_nan_data_is_refused_with_its_location():
 def test_mismatched_labels_are_refused():
     with pytest.raises(RobustlawError, match="y must have shape"):
         Dataset(np.ones((5, 3)), np.ones(4), 1.0)
+
+
+# ----------------------------------------------------------------------------- stored data sets: digits
+
+
+def digits_spec(**fields):
+    return DataSpec.of(**{"distribution": "digits", "n": 200, "d": 64, "labels": "data", **fields})
+
+
+def test_digits_are_centred_and_scaled_over_the_whole_set():
+    from sklearn.datasets import load_digits
+
+    from robustlaw.data import DISTRIBUTIONS
+
+    spec = digits_spec()
+    every = DISTRIBUTIONS.get("digits").points(spec.options)
+    raw = load_digits().data
+    np.testing.assert_allclose(every.X.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose((every.X**2).sum(axis=1).mean(), 1.0)
+    # the map is affine: (x - mean) / s with the s the record names
+    scale = float(every.scaling.split("/ ")[1].split(",")[0])
+    np.testing.assert_allclose(every.X, (raw - raw.mean(axis=0)) / scale, rtol=1e-5)
+    data = make_dataset(spec, seed=0)
+    assert data.scaling == every.scaling and data.X.shape == (200, 64)
+
+
+def test_digits_labels_are_the_chosen_classes_and_flips_are_exact():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    clean = make_dataset(digits_spec(positive=[3]), seed=5)
+    # each drawn point's label is +1 exactly when it is a 3 (found by matching the rows back)
+    scale = (bunch.data - bunch.data.mean(axis=0))
+    scale = scale / np.sqrt((scale**2).sum(axis=1).mean())
+    rows = [int(np.argmin(np.abs(scale - x).sum(axis=1))) for x in clean.X]
+    np.testing.assert_array_equal(clean.y, np.where(bunch.target[rows] == 3, 1.0, -1.0))
+    noisy = make_dataset(digits_spec(positive=[3], flip=0.1), seed=5)
+    np.testing.assert_array_equal(noisy.X, clean.X)  # the flips come after the draw of the points
+    assert (noisy.y != clean.y).sum() == 20
+    assert noisy.sigma == pytest.approx(2 * np.sqrt(0.1 * 0.9))
+
+
+def test_digits_subsamples_are_seeded_and_nested():
+    small, large = make_dataset(digits_spec(n=50), seed=2), make_dataset(digits_spec(n=300), seed=2)
+    np.testing.assert_array_equal(small.X, large.X[:50])
+    assert len(np.unique(large.X, axis=0)) == 300  # without replacement
+    assert not np.allclose(make_dataset(digits_spec(n=50), seed=3).X, small.X)
+
+
+@pytest.mark.parametrize("field, fields", [
+    ("data.d", dict(d=20)), ("data.n", dict(n=1798)), ("data.flip", dict(flip=0.6)),
+    ("data.positive", dict(positive=[1, 10])), ("data.positive", dict(positive=list(range(10)))),
+    ("data.scaling", dict(scaling="zscore")), ("data.flip", dict(labels="signs", flip=0.1)),
+])
+def test_impossible_digits_specs_name_their_field(field, fields):
+    with pytest.raises(SpecError) as info:
+        digits_spec(**fields)
+    assert info.value.field == field
+
+
+def test_synthetic_sources_have_no_labels_of_their_own():
+    with pytest.raises(SpecError, match="sphere has no labels of its own"):
+        DataSpec(labels="data")

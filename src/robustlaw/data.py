@@ -11,6 +11,7 @@ Everything is a pure function of its seed: the same spec and seed give the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from collections.abc import Callable
 
@@ -113,10 +114,23 @@ class ManifoldOptions(NoOptions):
 
 
 @dataclass(frozen=True)
+class Points:
+    """One draw of a data source: inputs ``X`` (n, d), the source's own labels (None for a synthetic
+    source) and how X was centred and scaled (None: drawn at ||x|| ~ 1 already)."""
+
+    X: Array
+    labels: Array | None = None
+    scaling: str | None = None
+
+
+@dataclass(frozen=True)
 class Distribution:
     """A data source: ``sample(n, d, rng, options) -> X`` (n, d), with its own ``options`` fields (a frozen
     dataclass subclassing :class:`NoOptions`, validated on construction, which owns the facts the rest of
-    robustlaw needs about the source: the dimensions it can be drawn in, its mixture components)."""
+    robustlaw needs about the source: the dimensions it can be drawn in, its mixture components).
+
+    Every source answers ``draw(n, d, rng, options) -> Points``, ``check(n, d, options)`` and
+    ``labelled(options)``; a stored data set (:class:`StoredData`) answers the same with its own points."""
 
     name: str
     sampler: Callable[..., Array]
@@ -125,10 +139,116 @@ class Distribution:
     def sample(self, n: int, d: int, rng: np.random.Generator, options) -> Array:
         return self.sampler(n, d, rng, **dataclasses.asdict(options))
 
+    def draw(self, n: int, d: int, rng: np.random.Generator, options) -> Points:
+        return Points(self.sample(n, d, rng, options))
+
     def check(self, n: int, d: int, options) -> None:
         """Raise a :class:`SpecError` for sizes this source cannot draw (before any run starts)."""
         options.check_dims(d)
 
+    def labelled(self, options) -> bool:
+        """Whether the source has labels of its own (``labels = "data"``)."""
+        return False
+
+
+
+# ----------------------------------------------------------------------------- stored data sets
+
+
+def centre_rms(X: Array) -> tuple[Array, str]:
+    """x -> (x - mean) / s with s^2 the mean squared norm of the centred points: E||x||^2 = 1 over the set."""
+    centred = X - X.mean(axis=0)
+    scale = float(np.sqrt((centred**2).sum(axis=1).mean()))
+    return centred / (scale or 1.0), f"centre_rms: (x - mean) / {scale:.6g}, mean ||x||^2 = 1 over all {len(X)} points"
+
+
+def centre_max(X: Array) -> tuple[Array, str]:
+    """x -> (x - mean) / max ||x - mean||: every point of the set in the unit ball, the farthest on the sphere."""
+    centred = X - X.mean(axis=0)
+    scale = float(np.linalg.norm(centred, axis=1).max())
+    return centred / (scale or 1.0), f"centre_max: (x - mean) / {scale:.6g}, max ||x|| = 1 over all {len(X)} points"
+
+
+def unscaled(X: Array) -> tuple[Array, str]:
+    """The points as stored."""
+    return X, "none: as stored"
+
+
+#: how a stored data set is brought to ||x|| ~ 1 (BS21's isoperimetric scaling), computed over the whole set
+#: (not the run's subsample), so that every n of one data set sees the same map.
+SCALINGS: dict[str, Callable[[Array], tuple[Array, str]]] = {
+    "centre_rms": centre_rms, "centre_max": centre_max, "none": unscaled}
+
+
+@dataclass(frozen=True)
+class StoredOptions(NoOptions):
+    """The fields every stored data set has: ``scaling``, one of :data:`SCALINGS`."""
+
+    scaling: str = "centre_rms"
+
+    def __post_init__(self):
+        require(self.scaling in SCALINGS, "data.scaling",
+                f"unknown scaling {self.scaling!r} (known: {', '.join(SCALINGS)})")
+
+
+@dataclass(frozen=True)
+class DigitsOptions(StoredOptions):
+    """scikit-learn's 8x8 digits; with ``labels = "data"`` the digits in ``positive`` are labelled +1 and
+    the others -1 (default: even against odd)."""
+
+    positive: tuple[int, ...] = (0, 2, 4, 6, 8)
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "positive", tuple(self.positive))
+        ok = all(_is_int(c) and 0 <= c <= 9 for c in self.positive) and 1 <= len(set(self.positive)) <= 9
+        require(ok and len(set(self.positive)) == len(self.positive), "data.positive",
+                f"must be 1 to 9 distinct digits in 0..9, got {list(self.positive)!r}")
+
+
+def load_digits_set(options: DigitsOptions) -> tuple[Array, Array]:
+    """The 1797 x 64 digits (pixel values 0..16, bundled with scikit-learn, no download) and +-1 labels."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data.astype(np.float64), np.where(np.isin(bunch.target, options.positive), 1.0, -1.0)
+
+
+@dataclass(frozen=True)
+class StoredData:
+    """A stored data set as a source: ``loader(options) -> (X, labels or None)`` reads all its points
+    (once per process), :data:`SCALINGS` centres and scales them over the whole set, and a run draws n
+    of them without replacement: the first n of a permutation from the run's data stream, so with one
+    seed a smaller n is a subset of a larger one. Its dimension is the set's: ``d`` must equal it."""
+
+    name: str
+    loader: Callable[..., tuple[Array, Array | None]]
+    options: type = StoredOptions
+
+    def points(self, options) -> Points:
+        """Every point of the set, scaled, with its labels (None if the set has none)."""
+        return _stored_points(self.loader, options)
+
+    def draw(self, n: int, d: int, rng: np.random.Generator, options) -> Points:
+        every = self.points(options)
+        take = rng.permutation(len(every.X))[:n]
+        labels = None if every.labels is None else every.labels[take]
+        return Points(every.X[take], labels, every.scaling)
+
+    def check(self, n: int, d: int, options) -> None:
+        X = self.points(options).X
+        require(d == X.shape[1], "data.d", f"{self.name} has {X.shape[1]} features: set d = {X.shape[1]}, got {d}")
+        require(n <= len(X), "data.n", f"{self.name} has {len(X)} points, got n = {n}")
+
+    def labelled(self, options) -> bool:
+        return self.points(options).labels is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _stored_points(loader, options) -> Points:
+    X, labels = loader(options)
+    scaled, how = SCALINGS[options.scaling](X)
+    return Points(scaled, labels, how)
 
 
 def _is_int(value) -> bool:
@@ -137,7 +257,8 @@ def _is_int(value) -> bool:
 
 DISTRIBUTIONS: Registry[Distribution] = Registry("distribution", "data.distribution")
 for _source in (Distribution("sphere", sphere), Distribution("gaussian", gaussian), Distribution("cube", cube),
-                Distribution("mixture", mixture, MixtureOptions), Distribution("manifold", manifold, ManifoldOptions)):
+                Distribution("mixture", mixture, MixtureOptions), Distribution("manifold", manifold, ManifoldOptions),
+                StoredData("digits", load_digits_set, DigitsOptions)):
     DISTRIBUTIONS.register(_source.name, _source)
 
 
@@ -175,6 +296,10 @@ class DataSpec:
     (``noise="rademacher"``, which keeps y in [-1, 1] without clipping when signal + sigma <= 1).
     ``clip`` clips y to [-1, 1] as BS21 Theorem 3 requires; the recorded sigma is then the exact
     conditional standard deviation after clipping, estimated by Monte Carlo.
+    labels = "data": the source's own labels (a stored data set's, e.g. digits' +-1 classes), with a
+    fraction ``flip`` of them (round(flip n), chosen from the data stream) multiplied by -1. The recorded
+    sigma is then 2 sqrt(flip (1 - flip)), the conditional standard deviation of a +-1 label flipped with
+    probability flip; with flip = 0 it is the stated ``sigma`` (the noise the stored labels carry).
     """
 
     distribution: str = "sphere"
@@ -186,6 +311,7 @@ class DataSpec:
     noise: str = "gaussian"
     heteroscedastic: bool = False
     clip: bool = False
+    flip: float = 0.0
     #: the distribution's own fields (:class:`MixtureOptions`, :class:`ManifoldOptions`, ...); its defaults if None
     options: object = None
 
@@ -201,8 +327,13 @@ class DataSpec:
         require(_is_int(self.d) and 1 <= self.d, "data.d", f"must be an integer >= 1, got {self.d!r}")
         require(self.n * self.d <= MAX_ELEMENTS, "data.n",
                 f"n d = {self.n * self.d:.3g} values exceed the {MAX_ELEMENTS:.0e} a data set may hold in memory here")
-        require(self.labels in ("signs", "teacher"), "data.labels",
-                f"unknown labels {self.labels!r} (known: signs, teacher)")
+        require(self.labels in ("signs", "teacher", "data"), "data.labels",
+                f"unknown labels {self.labels!r} (known: signs, teacher, data)")
+        require(self.labels != "data" or source.labelled(self.options), "data.labels",
+                f"{self.distribution} has no labels of its own (use signs or teacher)")
+        require(np.isfinite(self.flip) and 0 <= self.flip <= 0.5, "data.flip", f"must be in [0, 0.5], got {self.flip}")
+        require(self.flip == 0 or self.labels == "data", "data.flip",
+                f"flips the source's own labels: only with labels = \"data\", not {self.labels!r}")
         require(self.noise in ("gaussian", "rademacher"), "data.noise",
                 f"unknown noise {self.noise!r} (known: gaussian, rademacher)")
         require(np.isfinite(self.sigma) and self.sigma > 0, "data.sigma", f"must be > 0, got {self.sigma}")
@@ -228,6 +359,8 @@ class Dataset:
     sigma: float
     name: str = "custom"
     meta: dict = field(default_factory=dict)
+    #: how the inputs were centred and scaled (None: drawn at ||x|| ~ 1 already)
+    scaling: str | None = None
 
     def __post_init__(self):
         check_dataset(self.X, self.y)
@@ -265,13 +398,28 @@ def check_dataset(X: Array, y: Array) -> None:
 def make_dataset(spec: DataSpec, seed: int) -> Dataset:
     """Draw the data set described by ``spec`` with ``seed`` (inputs, then labels, from its ``data`` stream)."""
     rng = stream(seed, "data")
-    X = spec.source.sample(spec.n, spec.d, rng, spec.options)
-    y, sigma = _labels(spec, X, rng)
-    return Dataset(X=X, y=y, sigma=sigma, name=spec.distribution, meta=dataclasses.asdict(spec))
+    points = spec.source.draw(spec.n, spec.d, rng, spec.options)
+    y, sigma = _labels(spec, points, rng)
+    return Dataset(X=points.X, y=y, sigma=sigma, name=spec.distribution, meta=dataclasses.asdict(spec),
+                   scaling=points.scaling)
 
 
-def _labels(spec: DataSpec, X: Array, rng: np.random.Generator) -> tuple[Array, float]:
-    """Labels for X and the noise level sigma they carry (see :class:`DataSpec`)."""
+def flip_labels(y: Array, fraction: float, rng: np.random.Generator) -> Array:
+    """y with round(fraction n) of its +-1 labels, chosen uniformly, multiplied by -1."""
+    if not np.isin(y, (-1.0, 1.0)).all():
+        raise RobustlawError(f"flip needs +-1 labels, got values such as {y[~np.isin(y, (-1.0, 1.0))][0]!r}")
+    flipped = y.astype(np.float64).copy()
+    flipped[rng.choice(len(y), int(round(fraction * len(y))), replace=False)] *= -1
+    return flipped
+
+
+def _labels(spec: DataSpec, points: Points, rng: np.random.Generator) -> tuple[Array, float]:
+    """Labels for the drawn points and the noise level sigma they carry (see :class:`DataSpec`)."""
+    X = points.X
+    if spec.labels == "data":
+        if spec.flip == 0:
+            return points.labels.astype(np.float64), spec.sigma
+        return flip_labels(points.labels, spec.flip, rng), 2 * float(np.sqrt(spec.flip * (1 - spec.flip)))
     if spec.labels == "signs":
         return rng.choice([-1.0, 1.0], size=spec.n), 1.0
     g = teacher(X, rng, spec.signal)
