@@ -178,3 +178,65 @@ def test_impossible_digits_specs_name_their_field(field, fields):
 def test_synthetic_sources_have_no_labels_of_their_own():
     with pytest.raises(SpecError, match="sphere has no labels of its own"):
         DataSpec(labels="data")
+
+
+# ----------------------------------------------------------------------------- stored data sets: a user's file
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 5)) * 3 + 1, np.sign(rng.normal(size=50))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.savetxt(tmp_path / "t.csv", np.c_[X, y], delimiter=",", header="a,b,c,d,e,label", comments="")
+    return tmp_path, X, y
+
+
+@pytest.mark.parametrize("where", [dict(path="X.npy", labels_path="y.npy"), dict(path="d.npz:X", labels_path="d.npz:y"),
+                                   dict(path="t.csv", label_column="label"), dict(path="t.csv", label_column="5")])
+def test_a_file_gives_its_points_scaled_and_its_labels(files, where):
+    root, X, y = files
+    fields = {k: str(root / v) if k.endswith("path") else v for k, v in where.items()}
+    spec = DataSpec.of(distribution="file", n=50, d=5, labels="data", **fields)
+    data = make_dataset(spec, seed=0)
+    centred = X - X.mean(axis=0)
+    scaled = centred / np.sqrt((centred**2).sum(axis=1).mean())
+    order = [int(np.argmin(np.abs(scaled - x).sum(axis=1))) for x in data.X]
+    np.testing.assert_allclose(data.X, scaled[order], atol=1e-12)
+    np.testing.assert_array_equal(data.y, y[order])
+    assert sorted(order) == list(range(50)) and data.sigma == 1.0  # the stated sigma without flips
+
+
+def test_a_changed_file_changes_the_run_key(files):
+    from robustlaw.experiment import RunSpec
+
+    root, X, _ = files
+    spec = lambda: RunSpec(data=DataSpec.of(distribution="file", n=20, d=5, path=str(root / "X.npy")))  # noqa: E731
+    before = spec().key()
+    np.save(root / "X.npy", X + 1)
+    assert spec().key() != before
+    with pytest.raises(SpecError, match="has changed"):
+        DataSpec.of(distribution="file", n=20, d=5, path=str(root / "X.npy"), sha256="0123456789abcdef")
+
+
+def test_bad_files_fail_with_one_line_naming_the_field(files):
+    root, X, y = files
+    X[3, 2] = np.nan
+    np.save(root / "nan.npy", X)
+    np.save(root / "short.npy", y[:40])
+    np.save(root / "objects.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    cases = [("data.path", dict(path="missing.npy"), "no such file"),
+             ("data.path", dict(path="nan.npy"), r"non-finite.*\(3, 2\)"),
+             ("data.labels_path", dict(path="d.npz:X", labels_path="short.npy"), "40 labels for 50 points"),
+             ("data.path", dict(path="objects.npy"), "Object arrays"),
+             ("data.path", dict(path="d.npz:Z"), "has no array 'Z'"),
+             ("data.path", dict(path="y.npy"), "expected a 2-d array"),
+             ("data.label_column", dict(path="t.csv", label_column="price"), "no column 'price'"),
+             ("data.label_column", dict(path="t.csv", label_column="9"), "outside")]
+    for field, where, message in cases:
+        fields = {k: str(root / v) if k.endswith("path") else v for k, v in where.items()}
+        with pytest.raises(SpecError, match=message) as info:
+            DataSpec.of(distribution="file", n=20, d=5, **fields)
+        assert info.value.field == field and "\n" not in str(info.value)

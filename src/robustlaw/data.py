@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from dataclasses import dataclass, field
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from robustlaw.errors import RobustlawError, require
+from robustlaw.effdim import load_array
+from robustlaw.errors import RobustlawError, SpecError, require
 from robustlaw.registry import Registry, build_variant, settle_options
 from robustlaw.seeding import stream
 
@@ -215,6 +218,98 @@ def load_digits_set(options: DigitsOptions) -> tuple[Array, Array]:
 
 
 @dataclass(frozen=True)
+class FileOptions(StoredOptions):
+    """A user's points: ``path`` a .npy, .npz (``file.npz:key`` picks an array) or .csv file (n x d numbers,
+    read without executing code), relative to the working directory. Labels for ``labels = "data"``: a
+    ``labels_path`` (n values; .npy, .npz[:key] or a one-column .csv), or ``label_column`` (a column of a
+    .csv by its header name or 0-based index, taken out of the inputs). ``sha256`` is filled with a hash of
+    the files' contents, so a changed file gives new run keys; if given, the files must match it."""
+
+    path: str = ""
+    labels_path: str = ""
+    label_column: str = ""
+    sha256: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(bool(self.path), "data.path", "name the data file (.npy, .npz or .csv)")
+        require(not (self.labels_path and self.label_column), "data.label_column",
+                "give labels_path or label_column, not both")
+        digest = _file_digest(self.path, self.labels_path)
+        require(not self.sha256 or self.sha256 == digest, "data.sha256",
+                f"{self.path} has changed: its contents hash to {digest}, the spec says {self.sha256}")
+        object.__setattr__(self, "sha256", digest)
+        load_file_set(self)  # every fault of the files, as one line, before any run
+
+
+def _file_digest(*paths: str) -> str:
+    """sha256 of the named files' bytes (an npz key after ':' names an array of the file before it)."""
+    digest = hashlib.sha256()
+    for text in filter(None, paths):
+        path = Path(text.split(".npz:")[0] + ".npz" if ".npz:" in text else text)
+        require(path.is_file(), "data.path" if text == paths[0] else "data.labels_path", f"no such file {text!r}")
+        stat = path.stat()
+        digest.update(_content_hash(str(path.resolve()), stat.st_mtime_ns, stat.st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(path: str, mtime_ns: int, size: int) -> str:
+    """sha256 of one file's bytes, read once per (path, modification time, size)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def load_file_set(options: FileOptions) -> tuple[Array, Array | None]:
+    """The inputs and labels (None without labels_path or label_column) that ``options`` name, checked:
+    numbers, X 2-d and finite, labels one per point and finite; a fault is one :class:`SpecError` line."""
+    X = _numbers(options.path, "data.path")
+    labels = None
+    if options.label_column:
+        X, labels = _split_column(X, options.path, options.label_column)
+    elif options.labels_path:
+        labels = _numbers(options.labels_path, "data.labels_path")
+        labels = labels.reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
+        require(labels.ndim == 1, "data.labels_path", f"labels must be one value per point, got shape {labels.shape}")
+        require(len(labels) == len(X), "data.labels_path",
+                f"{len(labels)} labels for {len(X)} points in {options.path}")
+    require(X.ndim == 2 and min(X.shape) >= 1, "data.path",
+            f"{options.path}: expected a 2-d array (n points x d features), got shape {X.shape}")
+    for where, name, a in (("data.path", options.path, X), ("data.labels_path", options.labels_path, labels)):
+        bad = np.zeros(0, bool) if a is None else ~np.isfinite(a)
+        require(not bad.any(), where, f"{name or options.path} has {int(bad.sum())} non-finite value(s) (NaN or "
+                                      f"Inf), first at {tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ()}")
+    return X, labels
+
+
+def _numbers(source: str, where: str) -> Array:
+    try:
+        a, _ = load_array(source)
+    except RobustlawError as error:
+        raise SpecError(where, str(error)) from None
+    require(np.issubdtype(a.dtype, np.number) and not np.iscomplexobj(a), where,
+            f"{source}: expected real numbers, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _split_column(X: Array, path: str, column: str) -> tuple[Array, Array]:
+    """X without ``column`` (a .csv header name or a 0-based index), and that column."""
+    header = []
+    if path.lower().endswith(".csv"):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            header = [h.strip().strip('"') for h in handle.readline().split(",")]
+    if column in header:
+        index = header.index(column)
+    else:
+        require(column.lstrip("-").isdigit(), "data.label_column",
+                f"{path} has no column {column!r} (header: {', '.join(header) or 'none'})")
+        index = int(column)
+    require(X.ndim == 2 and -X.shape[1] <= index < X.shape[1], "data.label_column",
+            f"column {column!r} is outside {path}'s {X.shape[-1] if X.ndim else 0} columns")
+    return np.delete(X, index, axis=1), X[:, index]
+
+
+@dataclass(frozen=True)
 class StoredData:
     """A stored data set as a source: ``loader(options) -> (X, labels or None)`` reads all its points
     (once per process), :data:`SCALINGS` centres and scales them over the whole set, and a run draws n
@@ -258,7 +353,7 @@ def _is_int(value) -> bool:
 DISTRIBUTIONS: Registry[Distribution] = Registry("distribution", "data.distribution")
 for _source in (Distribution("sphere", sphere), Distribution("gaussian", gaussian), Distribution("cube", cube),
                 Distribution("mixture", mixture, MixtureOptions), Distribution("manifold", manifold, ManifoldOptions),
-                StoredData("digits", load_digits_set, DigitsOptions)):
+                StoredData("digits", load_digits_set, DigitsOptions), StoredData("file", load_file_set, FileOptions)):
     DISTRIBUTIONS.register(_source.name, _source)
 
 
