@@ -163,16 +163,60 @@ def check_upper_bound(fn: UpperFn, family: list[Case] | None = None) -> None:
 
 def check_lower_bound(fn: LowerFn, family: list[Case] | None = None) -> None:
     """``fn(model, domain) -> (value, witness)``: the witness lies in the domain and the gradient norm there
-    (float64 autograd, tangential on a sphere) reproduces the value to 1e-7 relative."""
+    (float64 autograd, tangential on a sphere) reproduces the value to 1e-7 relative; an infinite value
+    must be a point where the model jumps (:func:`jumps_at`)."""
     for case in (cases() if family is None else family):
         value, witness = fn(case.model, case.domain)
         witness = np.asarray(witness, dtype=float)
         if not case.domain.contains(witness):
             raise AssertionError(f"lower bound on {case.name}: witness {witness} lies outside the domain")
+        if value == math.inf:
+            if not jumps_at(case.model, witness):
+                raise AssertionError(f"lower bound on {case.name}: claims inf, but the model does not jump at "
+                                     f"{np.array2string(witness, precision=6)}")
+            continue
         there = float(_grad_norms(case.model, case.domain, witness[None])[0])
         if abs(there - value) > 1e-7 * max(abs(value), 1e-12):
             raise AssertionError(f"lower bound on {case.name}: claims {value:.10g}, but the gradient norm at its "
                                  f"witness {np.array2string(witness, precision=6)} is {there:.10g}")
+
+
+def jumps_at(model: nn.Module, x: np.ndarray, seed: int = 0) -> bool:
+    """Is the model discontinuous at x? Along some of 64 random directions u the chord slope
+    |f(x + t u) - f(x - t u)| / 2t grows like 1 / t (by more than 100 times from t = 1e-6 to t = 1e-9),
+    which no Lipschitz function's can."""
+    u = np.random.default_rng(seed).standard_normal((64, len(x)))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+
+    def slopes(t):
+        with torch.no_grad():
+            ends = [model(torch.as_tensor(x + s * t * u, dtype=torch.float64)).numpy() for s in (1, -1)]
+        return np.abs(ends[0] - ends[1]) / (2 * t)
+
+    return bool((slopes(1e-9) > 100 * slopes(1e-6) + 1e-3).any())
+
+
+def linearised_cases() -> list[Case]:
+    """Linearised (NTK) two-layer ReLU nets (robustlaw.linearised): at initialisation (continuous, equal to
+    the net), with only the output weights moved (continuous), with every parameter moved (jumps across
+    the initial hyperplanes), and moved but on a ball no moved neuron's hyperplane meets (affine there)."""
+    from robustlaw.linearised import LinearisedTwoLayer
+    from robustlaw.models import mlp
+
+    out = []
+    for name, moved, domains in (("at init", (), [Ball(1.0), Global()]), ("a moved", ("a",), [Ball(1.0), Global()]),
+                                 ("all moved", ("W", "b", "a"), [Ball(1.0), Global()]),
+                                 ("all moved, small ball", ("W", "b", "a"), [Ball(0.02, center=np.full(3, 0.6))])):
+        model = LinearisedTwoLayer(mlp(3, [12], seed=11, dtype=torch.float64))
+        head = model.a0
+        with torch.no_grad():
+            model.b0.copy_(torch.as_tensor(np.linspace(-1.5, 1.5, 12)))
+            model.b.copy_(model.b0)
+            for p in moved:
+                getattr(model, p).add_(0.3 * torch.randn(getattr(model, p).shape, generator=torch.Generator().manual_seed(3),
+                                                           dtype=head.dtype))
+        out += [Case(f"ntk 3-12-1 {name} on {domain.describe()}", model, domain) for domain in domains]
+    return out
 
 
 def check_deterministic(fn: Callable[[nn.Module, Domain], object], family: list[Case] | None = None) -> None:
