@@ -154,7 +154,7 @@ class Record:
                    spec=json.dumps(spec.as_dict(), sort_keys=True), distribution=spec.data.distribution,
                    labels=spec.data.labels, n=spec.data.n, d=spec.data.d, family=m.family, activation=m.activation,
                    construction=getattr(m.options, "construction", None),
-                   width=m.hidden[0] if m.family == "two_layer" else None, widths=json.dumps(m.hidden),
+                   width=m.hidden[0] if len(m.hidden) == 1 else None, widths=json.dumps(m.hidden),
                    target=spec.fit.target, mode=spec.fit.mode)
 
     def as_dict(self) -> dict:
