@@ -57,7 +57,8 @@ def test_J_matches_the_hand_count():
 
 
 @pytest.mark.parametrize("make", [lambda: random_features(3, 9, output_bias=True),
-                                  lambda: LinearisedTwoLayer(mlp(3, [9], seed=4, dtype=torch.float64))])
+                                  lambda: LinearisedTwoLayer(mlp(3, [9], seed=4, dtype=torch.float64)),
+                                  lambda: LinearisedTwoLayer(mlp(3, [9], activation="poly", seed=4, dtype=torch.float64))])
 def test_J_bounds_the_change_of_f_with_the_parameters(make):
     model, (X, _) = make(), data(n=200, d=3, seed=1)
     X *= np.random.default_rng(2).uniform(size=(200, 1))  # inside the unit ball
@@ -74,8 +75,9 @@ def test_J_bounds_the_change_of_f_with_the_parameters(make):
     np.testing.assert_allclose(after, Phi @ (theta + step) + model.offset(X), atol=1e-12)
 
 
-def test_the_ntk_model_is_the_first_order_taylor_expansion_of_the_net():
-    net = mlp(3, [6], seed=5, dtype=torch.float64)
+@pytest.mark.parametrize("activation", ["relu", "poly"])
+def test_the_ntk_model_is_the_first_order_taylor_expansion_of_the_net(activation):
+    net = mlp(3, [6], activation=activation, seed=5, dtype=torch.float64)
     model = LinearisedTwoLayer(net)
     rng = np.random.default_rng(4)
     moves = [torch.as_tensor(0.1 * rng.standard_normal(p.shape)) for p in (model.W, model.b, model.a)]
@@ -117,12 +119,25 @@ def test_gradient_descent_converges_to_the_interpolator_nearest_the_start():
     np.testing.assert_allclose(ntk.theta(), target, atol=1e-6)
 
 
-def test_the_ntk_certificate_passes_the_conformance_suite():
+def test_the_ntk_certificates_pass_the_conformance_suite():
     assert check_method("ntk-exact", family=linearised_cases()) == 7
+    assert check_method("ntk-quadratic", family=linearised_cases()) == 9
+
+
+def test_the_quadratic_bracket_matches_a_hand_computed_maximum():
+    from robustlaw.lipschitz.linearised import quadratic_bracket
+
+    # max over the unit disc of ||(2 x1 + 1, -3 x2)||^2 = -5 x1^2 + 4 x1 + 10 on the circle: 10.8 at x1 = 0.4
+    low, up, x = quadratic_bracket(np.diag([2.0, -3.0]), np.array([1.0, 0.0]), np.zeros(2), 1.0)
+    assert low == pytest.approx(math.sqrt(10.8), rel=1e-9) and low <= up <= low * (1 + 1e-8)
+    np.testing.assert_allclose(np.abs(x), [0.4, math.sqrt(0.84)], atol=1e-6)
+    # the hard case (h = 0): the top eigenvalue times the radius
+    low, up, x = quadratic_bracket(np.diag([3.0, 1.0]), np.zeros(2), np.zeros(2), 2.0)
+    assert low == pytest.approx(6.0) and up == pytest.approx(6.0) and np.linalg.norm(x) == pytest.approx(2.0)
 
 
 def test_a_jump_witness_is_a_jump_and_a_continuous_model_has_none():
-    at_init, moved = [c for c in linearised_cases() if "all moved on ball" in c.name or "at init on ball" in c.name]
+    at_init, moved = [c for c in linearised_cases() if c.name in ("ntk 3-12-1 at init on ball(r=1)", "ntk 3-12-1 all moved on ball(r=1)")]
     b = certify(moved.model, moved.domain, X=np.zeros((1, 3)), time_limit=None)
     assert b.lower == b.upper == math.inf and b.lower_method == "ntk-jump" and jumps_at(moved.model, b.witness)
     assert not jumps_at(at_init.model, b.witness)
@@ -150,6 +165,8 @@ def test_sweep_runs_record_P_mode_and_the_bracket():
 def test_impossible_linear_specs_fail_before_any_work():
     with pytest.raises(SpecError, match="model.activation"):
         RunSpec(model=ModelSpec.of(family="ntk", activation="tanh"))
+    with pytest.raises(SpecError, match="model.activation"):
+        RunSpec(model=ModelSpec.of(family="ntk", activation="poly", q=3))
     with pytest.raises(SpecError, match="model.solver"):
         ModelSpec.of(family="random_features", solver="adam")
     smooth = run(RunSpec(data=DataSpec(n=8, d=3), model=ModelSpec.of(family="random_features"),

@@ -258,7 +258,7 @@ class RandomFeaturesOptions:
 
 @dataclass(frozen=True)
 class NTKOptions:
-    """The width-k two-layer ReLU net linearised at initialisation, P = k (d + 2); ``solver`` min_norm
+    """The width-k two-layer ReLU or t^2 net linearised at initialisation, P = k (d + 2); ``solver`` min_norm
     (the interpolator nearest the initialisation) or gd (robustlaw.linearised)."""
 
     width: int = 16
@@ -344,11 +344,12 @@ class NTKFamily(LinearFamily):
 
     def check(self, spec: ModelSpec, d: int) -> None:
         super().check(spec, d)
-        require(spec.activation == "relu", "model.activation",
-                f"the ntk family linearises a ReLU net (smooth activations are not implemented), got {spec.activation!r}")
+        require(spec.activation == "relu" or (spec.activation == "poly" and spec.q == 2), "model.activation",
+                f"the ntk family linearises a ReLU or t^2 (poly, q = 2) net, got {spec.activation!r} (q = {spec.q})")
 
     def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
-        return LinearisedTwoLayer(mlp(d, [spec.options.width], activation="relu", seed=seed, dtype=torch.float64))
+        net = mlp(d, [spec.options.width], activation=spec.activation, q=spec.q, seed=seed, dtype=torch.float64)
+        return LinearisedTwoLayer(net)
 
 
 for _family in (RandomFeaturesFamily(), NTKFamily()):

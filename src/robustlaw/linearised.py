@@ -8,9 +8,12 @@ sup_x ||Phi(x)|| over the data ball, since theta -> f_theta(x) is linear with gr
 - :class:`RandomFeatures`: f(x) = a . act(W x + b) (+ c) with W, b frozen at initialisation and only a
   (and c) trained: P = k (k + 1 with the output bias). A plain two-layer :class:`~robustlaw.models.Network`
   (the frozen layer has ``requires_grad = False``), so every certificate of two-layer nets applies.
-- :class:`LinearisedTwoLayer`: the width-k two-layer ReLU net linearised at its initialisation theta0,
-  f(x) = f0(x) + <grad_theta f0(x), theta - theta0>, P = k (d + 2) (the NTK regime of Bombari, Kiyani &
-  Mondelli, arXiv:2302.01629, Section 3). For ReLU it is
+- :class:`LinearisedTwoLayer`: the width-k two-layer net with activation ReLU or t^2 (``poly``, q = 2)
+  linearised at its initialisation theta0, f(x) = f0(x) + <grad_theta f0(x), theta - theta0>,
+  P = k (d + 2) (the NTK regime of Bombari, Kiyani & Mondelli, arXiv:2302.01629, whose NTK result
+  needs an even activation such as t^2). With act'(z0_j) the slope at the initial pre-activation,
+  f(x) = sum_j a_j act(z0_j) + a0_j act'(z0_j) ((w_j - w0_j) . x + b_j - b0_j). For t^2 it is a
+  quadratic polynomial in x (its gradient is affine); for ReLU it is
   f(x) = sum_j 1[w0_j . x + b0_j > 0] (u_j . x + c_j), u_j = a_j w0_j + a0_j (w_j - w0_j),
   c_j = a_j b0_j + a0_j (b_j - b0_j): piecewise affine with the pieces of the initial hyperplanes, and
   *discontinuous* across hyperplane j unless (u_j, c_j) is proportional to (w0_j, b0_j). Its Lipschitz
@@ -98,17 +101,24 @@ def random_features(d: int, k: int, activation: str = "relu", seed: int = 0, q: 
 # ----------------------------------------------------------------------------- linearised two-layer ReLU net
 
 
+#: the activations a linearised net may have: name -> (degree q of homogeneity, act, act') in torch
+HOMOGENEOUS = {"relu": (1, torch.relu, lambda z: (z > 0).to(z.dtype)), "poly": (2, torch.square, lambda z: 2 * z)}
+
+
 class LinearisedTwoLayer(nn.Module):
-    """The two-layer ReLU net a . relu(W x + b) linearised at its initialisation (W0, b0, a0); see the
-    module docstring. Trainable: W (k, d), b (k,), a (k,); P = k (d + 2)."""
+    """The two-layer net a . act(W x + b) (act: ReLU or t^2) linearised at its initialisation (W0, b0, a0);
+    see the module docstring. Trainable: W (k, d), b (k,), a (k,); P = k (d + 2)."""
 
     depth = 2
 
     def __init__(self, net: Network):
         super().__init__()
         first, head = net[0], net[-1]
-        if not isinstance(net[1], nn.ReLU) or len(net) != 3 or head.bias is not None:
-            raise RobustlawError("the linearised model is built from a two-layer ReLU net without output bias")
+        kind = next((name for name, (q, _, _) in HOMOGENEOUS.items()
+                     if make_activation(name, 2).from_torch(net[1]) == make_activation(name, 2)), None)
+        if kind is None or len(net) != 3 or head.bias is not None:
+            raise RobustlawError("the linearised model is built from a two-layer ReLU or t^2 net without output bias")
+        self.activation, self.q = kind, HOMOGENEOUS[kind][0]
         W0, b0, a0 = (t.detach().double().clone() for t in (first.weight, first.bias, head.weight[0]))
         for name, value in (("W0", W0), ("b0", b0), ("a0", a0)):
             self.register_buffer(name, value)
@@ -122,27 +132,30 @@ class LinearisedTwoLayer(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def pieces(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(U, c): on the region where neuron j is active at initialisation it contributes u_j . x + c_j."""
+        """(U, c) of a ReLU model: where neuron j is active at initialisation it contributes u_j . x + c_j."""
         dW, db = self.W - self.W0, self.b - self.b0
         return self.a[:, None] * self.W0 + self.a0[:, None] * dW, self.a * self.b0 + self.a0 * db
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.W0.dtype)
-        active = (x @ self.W0.T + self.b0 > 0).to(x.dtype)
-        U, c = self.pieces()
-        return (active * (x @ U.T + c)).sum(-1)
+        _, act, slope = HOMOGENEOUS[self.activation]
+        z0 = x @ self.W0.T + self.b0
+        return (self.a * act(z0) + self.a0 * slope(z0) * (x @ (self.W - self.W0).T + self.b - self.b0)).sum(-1)
 
     def features(self, X: Array) -> Array:
-        """Phi(X) = grad_theta f0 at the rows of X: [relu(z0) | a0_j 1[z0_j > 0] x | a0_j 1[z0_j > 0]]."""
+        """Phi(X) = grad_theta f0 at the rows of X: [a0_j act'(z0_j) x | a0_j act'(z0_j) | act(z0)]."""
+        _, act, slope = HOMOGENEOUS[self.activation]
         X = np.asarray(X, dtype=np.float64)
-        Z = X @ self.W0.numpy().T + self.b0.numpy()
-        gate = (Z > 0) * self.a0.numpy()
-        return np.hstack([(gate[:, :, None] * X[:, None, :]).reshape(len(X), -1), gate, np.maximum(Z, 0)])
+        Z = torch.as_tensor(X @ self.W0.numpy().T + self.b0.numpy())
+        gate = slope(Z).numpy() * self.a0.numpy()
+        return np.hstack([(gate[:, :, None] * X[:, None, :]).reshape(len(X), -1), gate, act(Z).numpy()])
 
     def offset(self, X: Array) -> Array:
-        """f(x) - Phi(x) . theta = -f0(x), since Phi_W(x) . W0 + Phi_b(x) . b0 = sum_j a0_j relu(z0_j) = f0(x)."""
-        Z = np.asarray(X, dtype=np.float64) @ self.W0.numpy().T + self.b0.numpy()
-        return -np.maximum(Z, 0) @ self.a0.numpy()
+        """f(x) - Phi(x) . theta = -q f0(x): Phi_W(x) . W0 + Phi_b(x) . b0 = sum_j a0_j act'(z0_j) z0_j, which is
+        q f0(x) for an activation homogeneous of degree q (act'(z) z = q act(z))."""
+        _, act, _ = HOMOGENEOUS[self.activation]
+        Z = torch.as_tensor(np.asarray(X, dtype=np.float64) @ self.W0.numpy().T + self.b0.numpy())
+        return -self.q * (act(Z).numpy() @ self.a0.numpy())
 
     def theta(self) -> Array:
         return np.concatenate([self.W.detach().numpy().ravel(), self.b.detach().numpy(), self.a.detach().numpy()])
@@ -160,10 +173,13 @@ class LinearisedTwoLayer(nn.Module):
 
     def parametrisation_constant(self, radius: float) -> tuple[float, float]:
         """(W, J): W = 2 w sqrt(P) with w the largest |parameter|; J = sup_{||x|| <= R} ||Phi(x)||, with
-        ||Phi(x)||^2 = sum_j relu(z0_j)^2 + a0_j^2 1[z0_j > 0] (||x||^2 + 1)
-                    <= sum_j relu(b0_j + R ||w0_j||)^2 + a0_j^2 (R^2 + 1)."""
-        reach = np.maximum(self.b0.numpy() + radius * np.linalg.norm(self.W0.numpy(), axis=1), 0)
-        J = math.sqrt(float((reach**2).sum() + (self.a0.numpy() ** 2).sum() * (radius**2 + 1)))
+        ||Phi(x)||^2 = sum_j act(z0_j)^2 + a0_j^2 act'(z0_j)^2 (||x||^2 + 1); over the ball
+        ReLU: <= sum_j relu(b0_j + R ||w0_j||)^2 + a0_j^2 (R^2 + 1);
+        t^2:  <= sum_j m_j^4 + 4 a0_j^2 m_j^2 (R^2 + 1), m_j = |b0_j| + R ||w0_j||."""
+        reach = radius * np.linalg.norm(self.W0.numpy(), axis=1)
+        top = np.maximum(self.b0.numpy() + reach, 0) if self.q == 1 else np.abs(self.b0.numpy()) + reach
+        slope = np.ones_like(top) if self.q == 1 else 2 * top
+        J = math.sqrt(float((top ** (2 * self.q)).sum() + (self.a0.numpy() ** 2 * slope**2).sum() * (radius**2 + 1)))
         return 2 * float(np.abs(self.theta()).max()) * math.sqrt(self.param_count()), J
 
 

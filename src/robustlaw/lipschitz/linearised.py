@@ -1,6 +1,6 @@
-"""The exact Lipschitz constant of a linearised (NTK) two-layer ReLU net on a ball or on R^d.
+"""The exact Lipschitz constant of a linearised (NTK) two-layer net (robustlaw.linearised) on a ball.
 
-f(x) = sum_j 1[w0_j . x + b0_j > 0] (u_j . x + c_j) (robustlaw.linearised.LinearisedTwoLayer) jumps by
+``ntk-exact``, ReLU (on a ball or on R^d): f(x) = sum_j 1[w0_j . x + b0_j > 0] (u_j . x + c_j) (robustlaw.linearised.LinearisedTwoLayer) jumps by
 u_j . p + c_j at a point p of initial hyperplane j. Where the domain holds such a point with a jump
 that float64 rounding cannot explain, f is discontinuous there and its Lipschitz constant on the
 domain is infinite: the method returns lower = upper = inf, with p as the witness (a jump point, not
@@ -11,6 +11,13 @@ the domain the two-layer ReLU net with those neurons (output weights a_j) plus t
 neurons active on the whole domain (written exactly as relu(t) - relu(-t)); that net is certified by
 the whole fold (:func:`robustlaw.certify`), the exact two-layer engine first. Otherwise (jumps too small
 to tell from rounding) the method claims nothing.
+
+``ntk-quadratic``, t^2: f is a quadratic polynomial, grad f(x) = A x + g with A symmetric, so on the
+ball B(c, R) Lip = max_{||y|| <= R} ||h + A y|| with h = A c + g: a trust-region problem solved in
+A's eigenbasis (A = V diag(mu) V^T, h~ = V^T h). Every lambda > max mu^2 gives the Lagrangian upper
+bound max ||h + A y||^2 <= lambda R^2 + sum_i h~_i^2 lambda / (lambda - mu_i^2) (each coordinate
+maximised separately), minimised over lambda; the maximiser it points to (completed along the top
+eigenvector in the hard case) is the witness. On R^d the constant is infinite unless A = 0.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.optimize
 
 from robustlaw.activations import RELU
 from robustlaw.linearised import LinearisedTwoLayer
@@ -79,7 +87,8 @@ class LinearisedExact:
     name, side, stage = "ntk-exact", "exact", EXACT
 
     def applies(self, problem: Problem) -> bool:
-        return isinstance(problem.model, LinearisedTwoLayer) and isinstance(problem.domain, (Ball, Global))
+        model = problem.model
+        return isinstance(model, LinearisedTwoLayer) and model.q == 1 and isinstance(problem.domain, (Ball, Global))
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
         from robustlaw.lipschitz.bracket import certify
@@ -98,4 +107,69 @@ class LinearisedExact:
                 Bound("upper", inner.upper, f"ntk-exact:{inner.upper_method}")]
 
 
+def gradient_map(model: LinearisedTwoLayer) -> tuple[np.ndarray, np.ndarray]:
+    """(A, g) with grad f(x) = A x + g for a t^2 model: A = 2 (W0^T diag(a) W0 + W0^T diag(a0) dW + dW^T diag(a0) W0),
+    g = 2 (W0^T (a b0 + a0 db) + dW^T (a0 b0))."""
+    W0, b0, a0, W, b, a = (t.detach().numpy() for t in (model.W0, model.b0, model.a0, model.W, model.b, model.a))
+    dW, db = W - W0, b - b0
+    cross = W0.T @ (a0[:, None] * dW)
+    A = 2 * (W0.T @ (a[:, None] * W0) + cross + cross.T)
+    g = 2 * (W0.T @ (a * b0 + a0 * db) + dW.T @ (a0 * b0))
+    return (A + A.T) / 2, g
+
+
+def quadratic_bracket(A: np.ndarray, g: np.ndarray, centre: np.ndarray, radius: float) -> tuple[float, float, np.ndarray]:
+    """(lower, upper, witness) for max_{||x - centre|| <= radius} ||A x + g|| (module docstring)."""
+    mu, V = np.linalg.eigh(A)
+    h = V.T @ (A @ centre + g)
+    top = float(np.max(mu**2))
+    if top == 0:
+        return float(np.linalg.norm(h)), float(np.linalg.norm(h)) * (1 + 1e-9), centre
+
+    def dual(log_gap: float) -> float:
+        lam = top + math.exp(log_gap)
+        return lam * radius**2 + float((h**2 * lam / (lam - mu**2)).sum())
+
+    scale = top + float(h @ h) / radius**2
+    best = scipy.optimize.minimize_scalar(dual, bounds=(math.log(scale * 1e-14), math.log(scale * 1e8)),
+                                          method="bounded", options={"xatol": 1e-10})
+    lam = top + math.exp(best.x)
+    upper = math.sqrt(min(dual(best.x), dual(math.log(scale * 1e8)))) * (1 + 1e-9)
+    y = mu * h / (lam - mu**2)
+    norm = np.linalg.norm(y)
+    lead = np.argmax(mu**2)
+    along = np.zeros_like(h)
+    along[lead] = 1.0
+    candidates = [y * radius / norm if norm > 0 else y, radius * along, -radius * along]
+    if norm < radius:  # the hard case: complete y along the top eigenvector to the sphere (||y + t e|| = R)
+        root = math.sqrt(y[lead] ** 2 + radius**2 - norm**2)
+        candidates += [y + (root - y[lead]) * along, y - (root + y[lead]) * along]
+    values = [float(np.linalg.norm(h + mu * c)) for c in candidates]
+    i = int(np.argmax(values))
+    return values[i], max(upper, values[i]), centre + V @ candidates[i]
+
+
+class LinearisedQuadratic:
+    """See the module docstring."""
+
+    name, side, stage = "ntk-quadratic", "exact", EXACT
+
+    def applies(self, problem: Problem) -> bool:
+        model = problem.model
+        return isinstance(model, LinearisedTwoLayer) and model.q == 2 and isinstance(problem.domain, (Ball, Global))
+
+    def run(self, problem: Problem, budget: Budget) -> list[Bound]:
+        A, g = gradient_map(problem.model)
+        d = len(g)
+        ball = problem.domain.bounding_ball(d)
+        if ball is None:
+            if np.any(A != 0):
+                return []  # unbounded on R^d; the searches report what they find
+            return [Bound("lower", float(np.linalg.norm(g)), self.name, witness=np.zeros(d)),
+                    Bound("upper", float(np.linalg.norm(g)) * (1 + 1e-9), self.name)]
+        low, up, witness = quadratic_bracket(A, g, *ball)
+        return [Bound("lower", low, self.name, witness=witness), Bound("upper", up, self.name)]
+
+
 METHODS.register(LinearisedExact.name, LinearisedExact())
+METHODS.register(LinearisedQuadratic.name, LinearisedQuadratic())

@@ -197,9 +197,11 @@ def jumps_at(model: nn.Module, x: np.ndarray, seed: int = 0) -> bool:
 
 
 def linearised_cases() -> list[Case]:
-    """Linearised (NTK) two-layer ReLU nets (robustlaw.linearised): at initialisation (continuous, equal to
+    """Linearised (NTK) two-layer nets (robustlaw.linearised). ReLU: at initialisation (continuous, equal to
     the net), with only the output weights moved (continuous), with every parameter moved (jumps across
-    the initial hyperplanes), and moved but on a ball no moved neuron's hyperplane meets (affine there)."""
+    the initial hyperplanes), and moved but on a ball no moved neuron's hyperplane meets (affine there).
+    t^2 (a quadratic polynomial): at initialisation and moved, on balls and R^d, and without biases
+    (the gradient map is linear: the trust-region problem's hard case)."""
     from robustlaw.linearised import LinearisedTwoLayer
     from robustlaw.models import mlp
 
@@ -216,6 +218,16 @@ def linearised_cases() -> list[Case]:
                 getattr(model, p).add_(0.3 * torch.randn(getattr(model, p).shape, generator=torch.Generator().manual_seed(3),
                                                            dtype=head.dtype))
         out += [Case(f"ntk 3-12-1 {name} on {domain.describe()}", model, domain) for domain in domains]
+    shifted = Ball(0.5, center=np.array([0.4, -0.3, 0.2]))
+    for name, moved, bias in (("at init", (), 0.5), ("all moved", ("W", "b", "a"), 0.5), ("W, a moved, no bias", ("W", "a"), 0.0)):
+        model = LinearisedTwoLayer(mlp(3, [10], activation="poly", q=2, seed=12, dtype=torch.float64))
+        with torch.no_grad():
+            model.b0.mul_(bias)
+            model.b.copy_(model.b0)
+            for p in moved:
+                getattr(model, p).add_(0.3 * torch.randn(getattr(model, p).shape, generator=torch.Generator().manual_seed(4),
+                                                           dtype=torch.float64))
+        out += [Case(f"ntk t^2 3-10-1 {name} on {domain.describe()}", model, domain) for domain in (Ball(1.0), shifted, Global())]
     return out
 
 
