@@ -4,6 +4,7 @@ The analogue of scikit-learn's ``check_estimator``: a fixed, seeded family of ne
 (:func:`cases`: two-layer and deep; ReLU, LeakyReLU with slopes below 0, in (0, 1) and above 1, tanh;
 degenerate nets with dead, duplicated and cancelling neurons; a trained interpolating net; the papers'
 constructions (caps, tensor interpolation with t^2, one bump per point, BS21's projection, McShane);
+three linearised (NTK) nets, one with jumps (:func:`linearised_cases` has more);
 on R^d, a ball, an off-centre ball, a sphere and local balls), and an independent search for steep points
 (random points of the domain, then random local refinement around the steepest, all by float64
 autograd: no code of robustlaw's own searches). A check fails with an ``AssertionError`` that names
@@ -117,8 +118,14 @@ def cases() -> list[Case]:
         "trained relu 4-24-1": (_trained(9), [Ball(1.0), Sphere(1.0)]),
         **_constructions(),
     }
+    linearised = [c for c in linearised_cases() if c.name in LINEARISED_IN_CASES]
     return [Case(f"{name} on {domain.describe()}", model, domain) for name, (model, domains) in nets.items()
-            for domain in domains]
+            for domain in domains] + linearised
+
+
+#: the linearised (NTK) models the shared family holds (all of them: :func:`linearised_cases`)
+LINEARISED_IN_CASES = ("ntk 3-12-1 a moved on ball(r=1)", "ntk 3-12-1 all moved on ball(r=1)",
+                       "ntk t^2 3-10-1 all moved on ball(r=0.5)")
 
 
 def input_dim(model: nn.Module) -> int:
