@@ -243,20 +243,6 @@ MAX_FEATURE_ENTRIES = 3 * 10**7
 
 
 @dataclass(frozen=True)
-class RandomFeaturesOptions:
-    """f(x) = a . act(W x + b) (+ c) with W, b frozen at initialisation: ``width`` k, ``output_bias`` c,
-    ``solver`` min_norm or gd (robustlaw.linearised). P = k (+ 1)."""
-
-    width: int = 16
-    solver: str = "min_norm"
-    output_bias: bool = False
-
-    def __post_init__(self):
-        require(_widths_ok([self.width]), "model.width", f"must be an integer >= 1, got {self.width!r}")
-        require(self.solver in SOLVERS, "model.solver", f"unknown solver {self.solver!r} (known: {', '.join(SOLVERS)})")
-
-
-@dataclass(frozen=True)
 class NTKOptions:
     """The width-k two-layer ReLU or t^2 net linearised at initialisation, P = k (d + 2); ``solver`` min_norm
     (the interpolator nearest the initialisation) or gd (robustlaw.linearised)."""
@@ -267,6 +253,14 @@ class NTKOptions:
     def __post_init__(self):
         require(_widths_ok([self.width]), "model.width", f"must be an integer >= 1, got {self.width!r}")
         require(self.solver in SOLVERS, "model.solver", f"unknown solver {self.solver!r} (known: {', '.join(SOLVERS)})")
+
+
+@dataclass(frozen=True)
+class RandomFeaturesOptions(NTKOptions):
+    """f(x) = a . act(W x + b) (+ c) with W, b frozen at initialisation: ``width`` k, ``output_bias`` c,
+    ``solver`` min_norm (the minimum-norm interpolator) or gd (robustlaw.linearised). P = k (+ 1)."""
+
+    output_bias: bool = False
 
 
 class LinearFamily:
