@@ -240,3 +240,10 @@ def test_bad_files_fail_with_one_line_naming_the_field(files):
         with pytest.raises(SpecError, match=message) as info:
             DataSpec.of(distribution="file", n=20, d=5, **fields)
         assert info.value.field == field and "\n" not in str(info.value)
+
+
+def test_generated_labels_work_on_stored_points():
+    data = make_dataset(digits_spec(labels="teacher", sigma=0.3, signal=0.5), seed=0)
+    assert data.sigma == 0.3 and np.abs(data.y).max() < 0.5 + 6 * 0.3 and len(np.unique(data.y)) == 200
+    signs = make_dataset(digits_spec(labels="signs"), seed=0)
+    assert set(np.unique(signs.y)) == {-1.0, 1.0} and signs.sigma == 1.0

@@ -172,3 +172,16 @@ def test_impossible_linear_specs_fail_before_any_work():
     smooth = run(RunSpec(data=DataSpec(n=8, d=3), model=ModelSpec.of(family="random_features"),
                          fit=FitSpec(mode="smooth")))
     assert smooth["status"] == "error" and "fit.mode" in smooth["error"]
+
+
+def test_the_shipped_examples_validate_into_their_grids():
+    from pathlib import Path
+
+    from robustlaw.sweep import SweepSpec
+
+    root = Path(__file__).parent.parent / "examples"
+    digits, rf_ntk = SweepSpec.from_toml(root / "digits_mlp.toml"), SweepSpec.from_toml(root / "rf_vs_ntk.toml")
+    assert len(digits.runs) == 16 and {r.data.distribution for r in digits.runs} == {"digits"}
+    assert len(rf_ntk.runs) == 56
+    assert {(r.model.family, r.model.activation) for r in rf_ntk.runs} == {
+        (f, a) for f in ("random_features", "ntk") for a in ("relu", "poly")}
