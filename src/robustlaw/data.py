@@ -5,6 +5,10 @@ N(0, I_d / d), the solid cube scaled to diameter 1, mixtures of many such compon
 a low-dimensional manifold (whose effective dimension is what the law sees). Labels are
 y = g(x) + noise with E Var(y|x) = sigma^2; random signs are sigma^2 = 1.
 
+Stored data sets (:class:`StoredData`): scikit-learn's bundled 8x8 ``digits`` and a user's ``file``
+(.npy, .npz, .csv), centred and scaled over the whole set (:data:`SCALINGS`), n points drawn per run,
+with their own labels (``labels = "data"``, a fraction ``flip`` flipped) or labels generated as above.
+
 Everything is a pure function of its seed: the same spec and seed give the same data.
 """
 
