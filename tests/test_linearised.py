@@ -169,9 +169,10 @@ def test_impossible_linear_specs_fail_before_any_work():
         RunSpec(model=ModelSpec.of(family="ntk", activation="poly", q=3))
     with pytest.raises(SpecError, match="model.solver"):
         ModelSpec.of(family="random_features", solver="adam")
-    smooth = run(RunSpec(data=DataSpec(n=8, d=3), model=ModelSpec.of(family="random_features"),
-                         fit=FitSpec(mode="smooth")))
-    assert smooth["status"] == "error" and "fit.mode" in smooth["error"]
+    with pytest.raises(SpecError, match="fit.mode: smooth is for trained networks"):
+        RunSpec(data=DataSpec(n=8, d=3), model=ModelSpec.of(family="random_features"), fit=FitSpec(mode="smooth"))
+    with pytest.raises(SpecError, match="model.width: a closed-form fit forms"):
+        RunSpec(data=DataSpec(n=10**5, d=30), model=ModelSpec.of(family="ntk", width=100))
 
 
 def test_the_shipped_examples_validate_into_their_grids():

@@ -66,6 +66,9 @@ class RunSpec:
         require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63, "seeds",
                 f"must be integers in [0, 2^63), got {self.seed!r}")
         self.model.kind.check(self.model, self.data.d)
+        check_run = getattr(self.model.kind, "check_run", None)  # optional: limits that depend on n or the fit
+        if check_run is not None:
+            check_run(self.model, self.data.n, self.data.d, self.fit)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

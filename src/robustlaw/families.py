@@ -284,6 +284,10 @@ class LinearFamily:
         require(self.params(spec, d) <= MAX_PARAMS, "model.width",
                 f"{self.params(spec, d):.3g} parameters exceed the {MAX_PARAMS:.0e} a model may have here")
 
+    def check_run(self, spec: ModelSpec, n: int, d: int, fit: FitSpec) -> None:
+        """What depends on the data size and the fit (an optional Family method, called by RunSpec)."""
+        check_linear_fit(n, self.params(spec, d), fit)
+
     def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
             seeds: list[int]) -> tuple[list, list[FitResult | BaseException]]:
         results = []
@@ -295,12 +299,17 @@ class LinearFamily:
         return models, results
 
 
-def solve(model, data: Dataset, spec: FitSpec, solver: str) -> FitResult:
-    """Fit a linear-in-parameters model by ``solver`` (robustlaw.linearised) and report it as a FitResult."""
-    require(spec.mode == "train", "fit.mode", f"{spec.mode} is for trained networks; this family uses its solver")
-    n, P = data.n, model.param_count()
+def check_linear_fit(n: int, P: int, fit: FitSpec) -> None:
+    """One line if a linear-in-parameters fit cannot run: mode smooth, or a feature matrix too large."""
+    require(fit.mode == "train", "fit.mode", f"{fit.mode} is for trained networks; this family uses its solver")
     require(n * P <= MAX_FEATURE_ENTRIES, "model.width",
             f"a closed-form fit forms n P = {n * P:.3g} features, above the {MAX_FEATURE_ENTRIES:.0e} allowed here")
+
+
+def solve(model, data: Dataset, spec: FitSpec, solver: str) -> FitResult:
+    """Fit a linear-in-parameters model by ``solver`` (robustlaw.linearised) and report it as a FitResult."""
+    n, P = data.n, model.param_count()
+    check_linear_fit(n, P, spec)
     goal, sigma, start = spec.goal, torch.tensor(data.sigma), time.perf_counter()
 
     def met(predictions: np.ndarray) -> bool:
