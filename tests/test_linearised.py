@@ -186,3 +186,15 @@ def test_the_shipped_examples_validate_into_their_grids():
     assert len(rf_ntk.runs) == 56
     assert {(r.model.family, r.model.activation) for r in rf_ntk.runs} == {
         (f, a) for f in ("random_features", "ntk") for a in ("relu", "poly")}
+
+
+def test_a_hyperplane_that_only_touches_the_ball_is_no_jump():
+    # one neuron with z0 = x1 - 1 <= 0 on the unit disc, zero only at (1, 0): f = 0 on the disc, Lip = 0
+    model = LinearisedTwoLayer(mlp(2, [1], seed=0, dtype=torch.float64))
+    with torch.no_grad():
+        model.W0.copy_(torch.tensor([[1.0, 0.0]]))
+        model.b0.copy_(torch.tensor([-1.0]))
+        model.W.copy_(torch.tensor([[0.5, 2.0]]))
+        model.b.copy_(torch.tensor([0.3]))
+    b = certify(model, Ball(1.0), X=np.zeros((1, 2)), time_limit=None)
+    assert b.lower == 0.0 and b.lower_method != "ntk-jump"

@@ -37,14 +37,15 @@ from robustlaw.lipschitz.network import Net
 JUMP_TOLERANCE = 1e-8
 
 
-def crossing(W0: np.ndarray, b0: np.ndarray, domain: Domain) -> tuple[np.ndarray, np.ndarray]:
-    """Which initial hyperplanes meet the domain (a closed ball or R^d), and each one's point nearest the
-    ball's centre (the foot of the perpendicular, inside the domain when the hyperplane meets it)."""
+def crossing(W0: np.ndarray, b0: np.ndarray, domain: Domain, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Which initial hyperplanes meet the domain (a closed ball or R^d; ``strict``: cut through its
+    interior, so that both sides hold points of the domain), and each one's point nearest the ball's
+    centre (the foot of the perpendicular, in the domain when the hyperplane meets it)."""
     d = W0.shape[1]
     centre, radius = domain.bounding_ball(d) or (np.zeros(d), math.inf)
     norms = np.linalg.norm(W0, axis=1)
     level = W0 @ centre + b0
-    meets = (norms > 0) & (np.abs(level) <= radius * norms)
+    meets = (norms > 0) & ((np.abs(level) < radius * norms) if strict else (np.abs(level) <= radius * norms))
     feet = centre - (level / np.where(norms > 0, norms**2, 1.0))[:, None] * W0
     return meets, feet
 
@@ -70,7 +71,7 @@ def rewrite(model: LinearisedTwoLayer, domain: Domain) -> Net | None:
 def largest_jump(model: LinearisedTwoLayer, domain: Domain) -> tuple[float, np.ndarray] | None:
     """(jump, point) for the certified jump of largest size on the domain, or None if there is none."""
     W0, b0 = model.W0.numpy(), model.b0.numpy()
-    meets, feet = crossing(W0, b0, domain)
+    meets, feet = crossing(W0, b0, domain, strict=True)  # a hyperplane only touching the ball may not jump
     U, c = (t.detach().numpy() for t in model.pieces())
     jumps = np.einsum("jd,jd->j", U, feet) + c
     scale = np.abs(U * feet).sum(axis=1) + np.abs(c)
