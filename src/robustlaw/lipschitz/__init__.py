@@ -6,6 +6,7 @@ certificate no point can exceed. :func:`certify` folds over the registered Lipsc
 """
 
 from robustlaw.lipschitz import certificates  # noqa: F401  (registers the structural certificates)
+from robustlaw.lipschitz import linearised  # noqa: F401  (registers ntk-exact)
 from robustlaw.lipschitz.bracket import Bracket, UnsoundBracket, certify, upper_bound
 from robustlaw.lipschitz.domain import DOMAINS, Ball, Domain, Global, LocalBalls, Sphere, make_domain, parse_domain
 from robustlaw.lipschitz.exact import exact_two_layer

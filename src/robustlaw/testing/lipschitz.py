@@ -4,6 +4,7 @@ The analogue of scikit-learn's ``check_estimator``: a fixed, seeded family of ne
 (:func:`cases`: two-layer and deep; ReLU, LeakyReLU with slopes below 0, in (0, 1) and above 1, tanh;
 degenerate nets with dead, duplicated and cancelling neurons; a trained interpolating net; the papers'
 constructions (caps, tensor interpolation with t^2, one bump per point, BS21's projection, McShane);
+three linearised (NTK) nets, one with jumps (:func:`linearised_cases` has more);
 on R^d, a ball, an off-centre ball, a sphere and local balls), and an independent search for steep points
 (random points of the domain, then random local refinement around the steepest, all by float64
 autograd: no code of robustlaw's own searches). A check fails with an ``AssertionError`` that names
@@ -117,8 +118,14 @@ def cases() -> list[Case]:
         "trained relu 4-24-1": (_trained(9), [Ball(1.0), Sphere(1.0)]),
         **_constructions(),
     }
+    linearised = [c for c in linearised_cases() if c.name in LINEARISED_IN_CASES]
     return [Case(f"{name} on {domain.describe()}", model, domain) for name, (model, domains) in nets.items()
-            for domain in domains]
+            for domain in domains] + linearised
+
+
+#: the linearised (NTK) models the shared family holds (all of them: :func:`linearised_cases`)
+LINEARISED_IN_CASES = ("ntk 3-12-1 a moved on ball(r=1)", "ntk 3-12-1 all moved on ball(r=1)",
+                       "ntk t^2 3-10-1 all moved on ball(r=0.5)")
 
 
 def input_dim(model: nn.Module) -> int:
@@ -163,16 +170,72 @@ def check_upper_bound(fn: UpperFn, family: list[Case] | None = None) -> None:
 
 def check_lower_bound(fn: LowerFn, family: list[Case] | None = None) -> None:
     """``fn(model, domain) -> (value, witness)``: the witness lies in the domain and the gradient norm there
-    (float64 autograd, tangential on a sphere) reproduces the value to 1e-7 relative."""
+    (float64 autograd, tangential on a sphere) reproduces the value to 1e-7 relative; an infinite value
+    must be a point where the model jumps (:func:`jumps_at`)."""
     for case in (cases() if family is None else family):
         value, witness = fn(case.model, case.domain)
         witness = np.asarray(witness, dtype=float)
         if not case.domain.contains(witness):
             raise AssertionError(f"lower bound on {case.name}: witness {witness} lies outside the domain")
+        if value == math.inf:
+            if not jumps_at(case.model, witness):
+                raise AssertionError(f"lower bound on {case.name}: claims inf, but the model does not jump at "
+                                     f"{np.array2string(witness, precision=6)}")
+            continue
         there = float(_grad_norms(case.model, case.domain, witness[None])[0])
         if abs(there - value) > 1e-7 * max(abs(value), 1e-12):
             raise AssertionError(f"lower bound on {case.name}: claims {value:.10g}, but the gradient norm at its "
                                  f"witness {np.array2string(witness, precision=6)} is {there:.10g}")
+
+
+def jumps_at(model: nn.Module, x: np.ndarray, seed: int = 0) -> bool:
+    """Is the model discontinuous at x? Along some of 64 random directions u the chord slope
+    |f(x + t u) - f(x - t u)| / 2t grows like 1 / t (by more than 100 times from t = 1e-6 to t = 1e-9),
+    which no Lipschitz function's can."""
+    u = np.random.default_rng(seed).standard_normal((64, len(x)))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+
+    def slopes(t):
+        with torch.no_grad():
+            ends = [model(torch.as_tensor(x + s * t * u, dtype=torch.float64)).numpy() for s in (1, -1)]
+        return np.abs(ends[0] - ends[1]) / (2 * t)
+
+    return bool((slopes(1e-9) > 100 * slopes(1e-6) + 1e-3).any())
+
+
+def linearised_cases() -> list[Case]:
+    """Linearised (NTK) two-layer nets (robustlaw.linearised). ReLU: at initialisation (continuous, equal to
+    the net), with only the output weights moved (continuous), with every parameter moved (jumps across
+    the initial hyperplanes), and moved but on a ball no moved neuron's hyperplane meets (affine there).
+    t^2 (a quadratic polynomial): at initialisation and moved, on balls and R^d, and without biases
+    (the gradient map is linear: the trust-region problem's hard case)."""
+    from robustlaw.linearised import LinearisedTwoLayer
+    from robustlaw.models import mlp
+
+    out = []
+    for name, moved, domains in (("at init", (), [Ball(1.0), Global()]), ("a moved", ("a",), [Ball(1.0), Global()]),
+                                 ("all moved", ("W", "b", "a"), [Ball(1.0), Global()]),
+                                 ("all moved, small ball", ("W", "b", "a"), [Ball(0.02, center=np.full(3, 0.6))])):
+        model = LinearisedTwoLayer(mlp(3, [12], seed=11, dtype=torch.float64))
+        head = model.a0
+        with torch.no_grad():
+            model.b0.copy_(torch.as_tensor(np.linspace(-1.5, 1.5, 12)))
+            model.b.copy_(model.b0)
+            for p in moved:
+                getattr(model, p).add_(0.3 * torch.randn(getattr(model, p).shape, generator=torch.Generator().manual_seed(3),
+                                                           dtype=head.dtype))
+        out += [Case(f"ntk 3-12-1 {name} on {domain.describe()}", model, domain) for domain in domains]
+    shifted = Ball(0.5, center=np.array([0.4, -0.3, 0.2]))
+    for name, moved, bias in (("at init", (), 0.5), ("all moved", ("W", "b", "a"), 0.5), ("W, a moved, no bias", ("W", "a"), 0.0)):
+        model = LinearisedTwoLayer(mlp(3, [10], activation="poly", q=2, seed=12, dtype=torch.float64))
+        with torch.no_grad():
+            model.b0.mul_(bias)
+            model.b.copy_(model.b0)
+            for p in moved:
+                getattr(model, p).add_(0.3 * torch.randn(getattr(model, p).shape, generator=torch.Generator().manual_seed(4),
+                                                           dtype=torch.float64))
+        out += [Case(f"ntk t^2 3-10-1 {name} on {domain.describe()}", model, domain) for domain in (Ball(1.0), shifted, Global())]
+    return out
 
 
 def check_deterministic(fn: Callable[[nn.Module, Domain], object], family: list[Case] | None = None) -> None:
