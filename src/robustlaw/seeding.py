@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 #: stream name -> salt. data: inputs and labels; search: the certificate's region walks; ascent: its
-#: gradient search; partition: compromise caps' groups; projection: BS21's random projection.
-STREAMS = {"data": 0x5EED, "search": 0xC3, "ascent": 0x11B, "partition": 0xCA95, "projection": 0xB521}
+#: gradient search; partition: compromise caps' groups; projection: BS21's random projection; mask: random
+#: pruning masks.
+STREAMS = {"data": 0x5EED, "search": 0xC3, "ascent": 0x11B, "partition": 0xCA95, "projection": 0xB521,
+           "mask": 0x3A5C}
 #: torch streams: init (initial weights) and probes (the smooth fit's probe points), from the same seed
 TORCH_STREAMS = {"init": (1, 0), "probes": (1_000_003, 17)}
 
