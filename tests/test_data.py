@@ -115,3 +115,128 @@ def test_nan_data_is_refused_with_its_location():
 def test_mismatched_labels_are_refused():
     with pytest.raises(RobustlawError, match="y must have shape"):
         Dataset(np.ones((5, 3)), np.ones(4), 1.0)
+
+
+# ----------------------------------------------------------------------------- stored data sets: digits
+
+
+def digits_spec(**fields):
+    return DataSpec.of(**{"distribution": "digits", "n": 200, "d": 64, "labels": "data", **fields})
+
+
+def test_digits_are_centred_and_scaled_over_the_whole_set():
+    from sklearn.datasets import load_digits
+
+    from robustlaw.data import DISTRIBUTIONS
+
+    spec = digits_spec()
+    every = DISTRIBUTIONS.get("digits").points(spec.options)
+    raw = load_digits().data
+    np.testing.assert_allclose(every.X.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose((every.X**2).sum(axis=1).mean(), 1.0)
+    # the map is affine: (x - mean) / s with the s the record names
+    scale = float(every.scaling.split("/ ")[1].split(",")[0])
+    np.testing.assert_allclose(every.X, (raw - raw.mean(axis=0)) / scale, rtol=1e-5)
+    data = make_dataset(spec, seed=0)
+    assert data.scaling == every.scaling and data.X.shape == (200, 64)
+
+
+def test_digits_labels_are_the_chosen_classes_and_flips_are_exact():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    clean = make_dataset(digits_spec(positive=[3]), seed=5)
+    # each drawn point's label is +1 exactly when it is a 3 (found by matching the rows back)
+    scale = (bunch.data - bunch.data.mean(axis=0))
+    scale = scale / np.sqrt((scale**2).sum(axis=1).mean())
+    rows = [int(np.argmin(np.abs(scale - x).sum(axis=1))) for x in clean.X]
+    np.testing.assert_array_equal(clean.y, np.where(bunch.target[rows] == 3, 1.0, -1.0))
+    noisy = make_dataset(digits_spec(positive=[3], flip=0.1), seed=5)
+    np.testing.assert_array_equal(noisy.X, clean.X)  # the flips come after the draw of the points
+    assert (noisy.y != clean.y).sum() == 20
+    assert noisy.sigma == pytest.approx(2 * np.sqrt(0.1 * 0.9))
+
+
+def test_digits_subsamples_are_seeded_and_nested():
+    small, large = make_dataset(digits_spec(n=50), seed=2), make_dataset(digits_spec(n=300), seed=2)
+    np.testing.assert_array_equal(small.X, large.X[:50])
+    assert len(np.unique(large.X, axis=0)) == 300  # without replacement
+    assert not np.allclose(make_dataset(digits_spec(n=50), seed=3).X, small.X)
+
+
+@pytest.mark.parametrize("field, fields", [
+    ("data.d", dict(d=20)), ("data.n", dict(n=1798)), ("data.flip", dict(flip=0.6)),
+    ("data.positive", dict(positive=[1, 10])), ("data.positive", dict(positive=list(range(10)))),
+    ("data.scaling", dict(scaling="zscore")), ("data.flip", dict(labels="signs", flip=0.1)),
+])
+def test_impossible_digits_specs_name_their_field(field, fields):
+    with pytest.raises(SpecError) as info:
+        digits_spec(**fields)
+    assert info.value.field == field
+
+
+def test_synthetic_sources_have_no_labels_of_their_own():
+    with pytest.raises(SpecError, match="sphere has no labels of its own"):
+        DataSpec(labels="data")
+
+
+# ----------------------------------------------------------------------------- stored data sets: a user's file
+
+
+@pytest.fixture
+def files(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 5)) * 3 + 1, np.sign(rng.normal(size=50))
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.savetxt(tmp_path / "t.csv", np.c_[X, y], delimiter=",", header="a,b,c,d,e,label", comments="")
+    return tmp_path, X, y
+
+
+@pytest.mark.parametrize("where", [dict(path="X.npy", labels_path="y.npy"), dict(path="d.npz:X", labels_path="d.npz:y"),
+                                   dict(path="t.csv", label_column="label"), dict(path="t.csv", label_column="5")])
+def test_a_file_gives_its_points_scaled_and_its_labels(files, where):
+    root, X, y = files
+    fields = {k: str(root / v) if k.endswith("path") else v for k, v in where.items()}
+    spec = DataSpec.of(distribution="file", n=50, d=5, labels="data", **fields)
+    data = make_dataset(spec, seed=0)
+    centred = X - X.mean(axis=0)
+    scaled = centred / np.sqrt((centred**2).sum(axis=1).mean())
+    order = [int(np.argmin(np.abs(scaled - x).sum(axis=1))) for x in data.X]
+    np.testing.assert_allclose(data.X, scaled[order], atol=1e-12)
+    np.testing.assert_array_equal(data.y, y[order])
+    assert sorted(order) == list(range(50)) and data.sigma == 1.0  # the stated sigma without flips
+
+
+def test_a_changed_file_changes_the_run_key(files):
+    from robustlaw.experiment import RunSpec
+
+    root, X, _ = files
+    spec = lambda: RunSpec(data=DataSpec.of(distribution="file", n=20, d=5, path=str(root / "X.npy")))  # noqa: E731
+    before = spec().key()
+    np.save(root / "X.npy", X + 1)
+    assert spec().key() != before
+    with pytest.raises(SpecError, match="has changed"):
+        DataSpec.of(distribution="file", n=20, d=5, path=str(root / "X.npy"), sha256="0123456789abcdef")
+
+
+def test_bad_files_fail_with_one_line_naming_the_field(files):
+    root, X, y = files
+    X[3, 2] = np.nan
+    np.save(root / "nan.npy", X)
+    np.save(root / "short.npy", y[:40])
+    np.save(root / "objects.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    cases = [("data.path", dict(path="missing.npy"), "no such file"),
+             ("data.path", dict(path="nan.npy"), r"non-finite.*\(3, 2\)"),
+             ("data.labels_path", dict(path="d.npz:X", labels_path="short.npy"), "40 labels for 50 points"),
+             ("data.path", dict(path="objects.npy"), "Object arrays"),
+             ("data.path", dict(path="d.npz:Z"), "has no array 'Z'"),
+             ("data.path", dict(path="y.npy"), "expected a 2-d array"),
+             ("data.label_column", dict(path="t.csv", label_column="price"), "no column 'price'"),
+             ("data.label_column", dict(path="t.csv", label_column="9"), "outside")]
+    for field, where, message in cases:
+        fields = {k: str(root / v) if k.endswith("path") else v for k, v in where.items()}
+        with pytest.raises(SpecError, match=message) as info:
+            DataSpec.of(distribution="file", n=20, d=5, **fields)
+        assert info.value.field == field and "\n" not in str(info.value)

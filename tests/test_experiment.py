@@ -27,6 +27,25 @@ def test_record_interpolates_and_brackets_its_lipschitz_constant(record):
     assert np.isclose(record["law_scale"], law_scale(40, 6, 24 * 8))
 
 
+def test_record_has_the_effective_dimension_and_the_law_with_it(record):
+    from robustlaw.data import make_dataset
+    from robustlaw.effdim import twonn
+
+    assert record["d_eff"] == pytest.approx(twonn(make_dataset(SMALL.data, SMALL.seed).X).value)
+    assert 2 < record["d_eff"] < 12  # 40 points on S^5: TwoNN sees about 5
+    assert record["law_scale_deff"] == pytest.approx(np.sqrt(40 * record["d_eff"] / (24 * 8)))
+    assert record["data_scaling"] is None  # drawn at ||x|| ~ 1, not rescaled
+
+
+def test_a_digits_run_records_how_its_inputs_were_scaled():
+    spec = RunSpec(data=DataSpec.of(distribution="digits", n=40, d=64, labels="data", flip=0.1),
+                   model=ModelSpec.of(width=4), fit=FitSpec(max_steps=10, target="budget"), seed=0)
+    out = run(spec)
+    assert out["status"] == "ok", out["error"]
+    assert out["data_scaling"].startswith("centre_rms") and out["sigma"] == pytest.approx(0.6)
+    assert out["d_eff"] < 64 and out["law_scale_deff"] < out["law_scale"]
+
+
 def test_witness_lies_in_the_default_domain_the_data_ball(record):
     from robustlaw.data import make_dataset
 

@@ -161,6 +161,15 @@ def estimate(X, method: str = "twonn") -> EffDim:
 
 def load_points(source: str) -> tuple[np.ndarray, str]:
     """Load a data matrix: ``digits`` (bundled) or a .npy / .npz[:key] / .csv path. Returns (X, name)."""
+    X, name = load_array(source)
+    if X.ndim != 2:
+        raise RobustlawError(f"{name}: expected a 2-d array (n points x d features), got shape {X.shape}")
+    return X, name
+
+
+def load_array(source: str) -> tuple[np.ndarray, str]:
+    """Load an array of any shape, without executing code (no pickles): ``digits`` (bundled) or a .npy /
+    .npz[:key] / .csv path. Returns (array, name)."""
     if source in BUILTIN:
         from sklearn.datasets import load_digits
 
@@ -195,10 +204,7 @@ def load_points(source: str) -> tuple[np.ndarray, str]:
     except Exception as error:  # a damaged file fails anywhere in numpy's parser (zip, header, data)
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise RobustlawError(f"cannot read {path}: {first}") from None
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise RobustlawError(f"{path}: expected a 2-d array (n points x d features), got shape {X.shape}")
-    return X, path.name
+    return np.asarray(X), path.name
 
 
 def _load_csv(path: Path) -> np.ndarray:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from robustlaw.data import DataSpec, Dataset, lip_floor, make_dataset
-from robustlaw.errors import require
+from robustlaw.effdim import subsample, twonn
+from robustlaw.errors import RobustlawError, require
 from robustlaw.families import ModelSpec, parametrisation_constant
 from robustlaw.fitting import FitResult, FitSpec
 from robustlaw.lipschitz import DOMAINS, Bracket, Domain, certify, mean_gradient_norm
@@ -28,7 +29,10 @@ from robustlaw.theory import bln20_lip, bs21_lip_lower, law_scale
 
 #: bump when a change alters what a spec's record holds, so stale records are not reused.
 #: 2: typed Record (one schema for ok and failed runs), specs with per-variant options, P, J from the family.
-RECORD_VERSION = 2
+#: 3: every run's d_eff (TwoNN), law_scale_deff and data_scaling; data.flip in every spec.
+RECORD_VERSION = 3
+#: d_eff is TwoNN on at most this many of the run's inputs (a seeded subsample above it): O(m^2 d) work.
+D_EFF_MAX_POINTS = 2000
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ def _fill_fit(record: Record, fitted: FitResult, data: Dataset, model) -> None:
     record.nonzero = nonzero_count(model)  # P minus the weights a pruning mask holds at zero
     record.mode, record.reached, record.steps = fitted.mode, fitted.reached, fitted.steps
     record.train_mse, record.train_max_err = fitted.train_mse, fitted.train_max_err
+    record.data_scaling, record.d_eff = data.scaling, effective_dimension(data.X, record.seed)
     record.fit_seconds, record.fit_flops, record.smooth_surrogate = fitted.seconds, fitted.flops, fitted.smooth_surrogate
 
 
@@ -217,9 +222,19 @@ def _fill_theory(record: Record, spec: RunSpec, fitted: FitResult, data: Dataset
     bs21 = bs21_lip_lower(n, d, P, sigma=data.sigma, eps=eps, W=W, J=J, c=1.0,
                           k_mixture=spec.data.options.mixture_components, lip=record.lip_lower)
     record.law_scale = law_scale(n, d, P)
+    record.law_scale_deff = law_scale(n, record.d_eff, P) if record.d_eff and record.d_eff > 0 else None
     record.bln20 = bln20_lip(n, record.width) if record.width is not None else None
     record.bs21_lip_lower, record.bs21_eps, record.bs21_W, record.bs21_J = bs21.lip_lower, eps, W, J
     record.bs21_mixture_ok, record.bs21_dimension_ok = bs21.mixture_condition, bs21.dimension_condition
+
+
+def effective_dimension(X: np.ndarray, seed: int) -> float | None:
+    """TwoNN's estimate (robustlaw.effdim, Facco et al. 2017) of the run's inputs, on a seeded subsample of
+    at most :data:`D_EFF_MAX_POINTS` points; None when TwoNN has no answer (fewer than 3 distinct points)."""
+    try:
+        return twonn(subsample(X, D_EFF_MAX_POINTS, seed)).value
+    except RobustlawError:
+        return None
 
 
 def failed_record(spec: RunSpec, error: BaseException) -> Record:

@@ -25,6 +25,7 @@ from robustlaw.errors import require
 from robustlaw.conv import cnn, conv_shapes
 from robustlaw.fitting import FitResult, FitSpec, fit_many, fit_module, padded_width
 from robustlaw.lipschitz.network import MAX_DENSE
+from robustlaw.linearised import SOLVERS, LinearisedTwoLayer, gradient_descent, min_norm, random_features
 from robustlaw.models import mlp
 from robustlaw.pruning import MASKS, Pruning
 from robustlaw.registry import Registry, build_variant, settle_options
@@ -223,7 +224,10 @@ def parametrisation_constant(model: nn.Module, data: Dataset) -> tuple[float, fl
     """(W, J) of BS21 Theorem 3 for a fitted model: W the diameter of the box [-w, w]^P holding its
     parameters (w = the largest |parameter|), J = R (w Q P)^D its parametrisation's Lipschitz constant
     (Lemma 3.1) with R the data radius, D the depth and Q the model's ``weight_sharing`` (a CNN's;
-    1 for models without shared weights)."""
+    1 for models without shared weights). A model whose parametrisation is not a plain network's
+    (linear in theta: robustlaw.linearised) gives its own ``parametrisation_constant(R)``."""
+    if hasattr(model, "parametrisation_constant"):
+        return model.parametrisation_constant(max(data.radius, 1e-12))
     P = model.param_count()
     w_max = max(float(p.detach().abs().max()) for p in model.parameters())
     J = deep_net_J(R=max(data.radius, 1e-12), W=max(w_max, 1e-12), P=P, depth=model.depth,
@@ -233,6 +237,126 @@ def parametrisation_constant(model: nn.Module, data: Dataset) -> tuple[float, fl
 
 FAMILIES: Registry[Family] = Registry("family", "model.family")
 for _family in (TwoLayer(), MLP(), Construction()):
+    FAMILIES.register(_family.name, _family)
+
+
+# ----------------------------------------------------------------------------- random features and NTK
+# Models linear in their trained parameters (robustlaw.linearised), fitted in closed form or by GD.
+
+#: the most feature-matrix entries (n P, 8 bytes each) a closed-form fit may form here
+MAX_FEATURE_ENTRIES = 3 * 10**7
+
+
+@dataclass(frozen=True)
+class RandomFeaturesOptions:
+    """f(x) = a . act(W x + b) (+ c) with W, b frozen at initialisation: ``width`` k, ``output_bias`` c,
+    ``solver`` min_norm or gd (robustlaw.linearised). P = k (+ 1)."""
+
+    width: int = 16
+    solver: str = "min_norm"
+    output_bias: bool = False
+
+    def __post_init__(self):
+        require(_widths_ok([self.width]), "model.width", f"must be an integer >= 1, got {self.width!r}")
+        require(self.solver in SOLVERS, "model.solver", f"unknown solver {self.solver!r} (known: {', '.join(SOLVERS)})")
+
+
+@dataclass(frozen=True)
+class NTKOptions:
+    """The width-k two-layer ReLU net linearised at initialisation, P = k (d + 2); ``solver`` min_norm
+    (the interpolator nearest the initialisation) or gd (robustlaw.linearised)."""
+
+    width: int = 16
+    solver: str = "min_norm"
+
+    def __post_init__(self):
+        require(_widths_ok([self.width]), "model.width", f"must be an integer >= 1, got {self.width!r}")
+        require(self.solver in SOLVERS, "model.solver", f"unknown solver {self.solver!r} (known: {', '.join(SOLVERS)})")
+
+
+class LinearFamily:
+    """Models linear in their trained parameters, each fitted alone by its options' ``solver``; the record's
+    ``mode`` is the solver. FitSpec's target, tol, eps, max_steps and check_every apply; its optimiser
+    fields (lr, weight_decay) do not, and mode smooth is refused (there is nothing left to smooth: the
+    solution of a linear model is fixed by the solver)."""
+
+    options: ClassVar[type]
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        return [spec.options.width]
+
+    def batch_key(self, spec: ModelSpec) -> tuple:
+        return (self.name, spec.options.solver)
+
+    def work(self, spec: ModelSpec, n: int, d: int) -> int:
+        return n * self.params(spec, d)
+
+    def check(self, spec: ModelSpec, d: int) -> None:
+        require(self.params(spec, d) <= MAX_PARAMS, "model.width",
+                f"{self.params(spec, d):.3g} parameters exceed the {MAX_PARAMS:.0e} a model may have here")
+
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
+            seeds: list[int]) -> tuple[list, list[FitResult | BaseException]]:
+        results = []
+        for model, run_data, model_spec in zip(models, data, model_specs):
+            try:
+                results.append(solve(model, run_data, spec, model_spec.options.solver))
+            except Exception as error:  # noqa: BLE001 -- returned, recorded by the caller
+                results.append(error)
+        return models, results
+
+
+def solve(model, data: Dataset, spec: FitSpec, solver: str) -> FitResult:
+    """Fit a linear-in-parameters model by ``solver`` (robustlaw.linearised) and report it as a FitResult."""
+    require(spec.mode == "train", "fit.mode", f"{spec.mode} is for trained networks; this family uses its solver")
+    n, P = data.n, model.param_count()
+    require(n * P <= MAX_FEATURE_ENTRIES, "model.width",
+            f"a closed-form fit forms n P = {n * P:.3g} features, above the {MAX_FEATURE_ENTRIES:.0e} allowed here")
+    goal, sigma, start = spec.goal, torch.tensor(data.sigma), time.perf_counter()
+
+    def met(predictions: np.ndarray) -> bool:
+        err = torch.as_tensor(predictions - data.y)
+        return bool(goal.met(err.abs().max(), (err**2).mean(), sigma))
+
+    if solver == "min_norm":
+        min_norm(model, data.X, data.y)
+        steps, flops = 0, 2.0 * n * P * min(n, P)
+    else:
+        steps = gradient_descent(model, data.X, data.y, met, spec.max_steps, spec.check_every)
+        flops = 2.0 * n * n * P + 2.0 * n * n * steps
+    with torch.no_grad():
+        err = model(torch.as_tensor(data.X, dtype=torch.float64)).numpy() - data.y
+    return FitResult(reached=met(err + data.y), steps=steps, train_mse=float(np.mean(err**2)),
+                     train_max_err=float(np.abs(err).max()), seconds=time.perf_counter() - start, mode=solver,
+                     flops=flops)
+
+
+class RandomFeaturesFamily(LinearFamily):
+    name, options = "random_features", RandomFeaturesOptions
+
+    def params(self, spec: ModelSpec, d: int) -> int:
+        return spec.options.width + spec.options.output_bias
+
+    def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
+        return random_features(d, spec.options.width, spec.activation, seed, spec.q, spec.options.output_bias)
+
+
+class NTKFamily(LinearFamily):
+    name, options = "ntk", NTKOptions
+
+    def params(self, spec: ModelSpec, d: int) -> int:
+        return spec.options.width * (d + 2)
+
+    def check(self, spec: ModelSpec, d: int) -> None:
+        super().check(spec, d)
+        require(spec.activation == "relu", "model.activation",
+                f"the ntk family linearises a ReLU net (smooth activations are not implemented), got {spec.activation!r}")
+
+    def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
+        return LinearisedTwoLayer(mlp(d, [spec.options.width], activation="relu", seed=seed, dtype=torch.float64))
+
+
+for _family in (RandomFeaturesFamily(), NTKFamily()):
     FAMILIES.register(_family.name, _family)
 
 
@@ -345,4 +469,3 @@ class Pruned(TrainedFamily):
 
 for _family in (CNN(), Pruned()):
     FAMILIES.register(_family.name, _family)
-
