@@ -61,6 +61,8 @@ def test_pruned_P_counts_all_weights_and_nonzero_the_mask(source):
     assert nonzero_count(model) == 10 + 10 + 10 == 30
     mask = prunable(model)[0].prune_mask
     assert int(mask.sum()) == 10 and bool((model[0].weight[mask == 0] == 0).all())
+    w = max(float(p.detach().abs().max()) for p in model.parameters())
+    assert parametrisation_constant(model, SimpleNamespace(radius=1.5))[1] == pytest.approx(1.5 * (w * 70) ** 2)
 
 
 # ----------------------------------------------------------------------------- masks
