@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,6 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from click.testing import CliRunner
+
+from robustlaw.cli import main
 from robustlaw.conv import cnn
 from robustlaw.data import DataSpec
 from robustlaw.errors import RobustlawError, SpecError
@@ -183,10 +184,10 @@ def test_lip_cli_certifies_a_margin_of_a_saved_cnn(tmp_path):
     torch.save(_user_cnn(), tmp_path / "cnn.pt")
     with pytest.raises(RobustlawError, match=r"cnn.pt: the model starts with Conv2d: .*--input-shape"):
         load_model(tmp_path / "cnn.pt")
-    base = [sys.executable, "-m", "robustlaw.cli", "lip", str(tmp_path / "cnn.pt"), "--time-limit", "3"]
-    out = subprocess.run(base + ["--input-shape", "1,4,4", "--margin", "0,2", "--json"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    payload = json.loads(out.stdout)
+    out = CliRunner().invoke(main, ["lip", str(tmp_path / "cnn.pt"), "--time-limit", "2", "--input-shape", "1,4,4",
+                                    "--margin", "0,2", "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.output)
     assert payload["network"] == "16-48-8-1 relu" and payload["lower"] <= payload["upper"]
 
 
