@@ -189,6 +189,11 @@ def test_lip_cli_certifies_a_margin_of_a_saved_cnn(tmp_path):
     assert out.exit_code == 0, out.output
     payload = json.loads(out.output)
     assert payload["network"] == "16-48-8-1 relu" and payload["lower"] <= payload["upper"]
+    own = cnn(16, [3], image=(4, 4), seed=4, dtype=torch.float64)  # robustlaw's CNN, saved whole
+    torch.save(own, tmp_path / "own.pt")
+    X = np.random.default_rng(4).standard_normal((5, 16))
+    np.testing.assert_allclose(load_model(tmp_path / "own.pt").forward(X), own(torch.as_tensor(X)).detach().numpy(),
+                               rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- fitting and runs
@@ -203,6 +208,8 @@ def test_fit_module_meets_the_target_and_refuses_smooth():
         assert float((model(torch.as_tensor(X, dtype=torch.float32)) - torch.as_tensor(y)).abs().max()) <= 0.1
     with pytest.raises(SpecError, match="fit.mode"):
         fit_module(model, X, y, FitSpec(mode="smooth"))
+    with pytest.raises(SpecError, match="fit.mode: family cnn is fitted in train mode only"):  # at spec time
+        RunSpec(data=DataSpec(n=10, d=16), model=ModelSpec.of(family="cnn", image=[4, 4]), fit=FitSpec(mode="smooth"))
 
 
 def test_array_of_model_tables_expands_each_and_records_fill_the_new_columns():

@@ -67,6 +67,9 @@ class RunSpec:
         require(isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed < 2**63, "seeds",
                 f"must be integers in [0, 2^63), got {self.seed!r}")
         self.model.kind.check(self.model, self.data.d)
+        check_fit = getattr(self.model.kind, "check_fit", None)  # a family that cannot fit every FitSpec
+        if check_fit is not None:
+            check_fit(self.fit)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

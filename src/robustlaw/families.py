@@ -410,6 +410,10 @@ class CNN:
                 f"{max(o.channels)} channels on {d} inputs make a {widest}-wide dense layer, too large to certify "
                 f"(at most MAX_DENSE = {MAX_DENSE:.0e} entries)")
 
+    def check_fit(self, fit: FitSpec) -> None:
+        """fit_module trains in train mode only (the smooth surrogate is written for stacked dense layers)."""
+        require(fit.mode == "train", "fit.mode", f"family cnn is fitted in train mode only, not {fit.mode!r}")
+
     def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
         o = spec.options
         return cnn(d, list(o.channels), o.image, o.kernel, o.pool, activation=spec.activation, seed=seed, q=spec.q)

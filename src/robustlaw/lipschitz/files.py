@@ -31,6 +31,7 @@ from torch import nn
 from robustlaw.errors import RobustlawError
 from robustlaw.lipschitz.network import RELU, Net, from_torch, select_head
 from robustlaw.activations import activation_of
+from robustlaw.conv import ConvNet
 from robustlaw.models import Network, Power
 
 MAX_LAYERS = 9999
@@ -41,7 +42,7 @@ MAX_ELEMENTS = 200_000_000
 
 SAFE_MODULES = (nn.Sequential, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.Identity,
                 nn.Flatten, nn.Dropout, Network, Power, nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d,
-                nn.BatchNorm1d, nn.BatchNorm2d, nn.Unflatten, torch.Size)
+                nn.BatchNorm1d, nn.BatchNorm2d, nn.Unflatten, torch.Size, ConvNet)
 """The module classes a .pt file may contain; their unpickling only sets attributes."""
 
 _MEMBER = re.compile(r"([Wb])([1-9][0-9]{0,3})\.npy")
