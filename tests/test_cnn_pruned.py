@@ -18,7 +18,6 @@ from robustlaw.errors import RobustlawError, SpecError
 from robustlaw.experiment import RunSpec, run
 from robustlaw.families import ModelSpec, parametrisation_constant
 from robustlaw.fitting import FitSpec, fit_many, fit_module
-from robustlaw.grid import expand
 from robustlaw.lipschitz import Ball, Global, certify, load_model, upper_bound
 from robustlaw.lipschitz.network import MAX_DENSE, from_torch
 from robustlaw.models import mlp
@@ -212,17 +211,13 @@ def test_fit_module_meets_the_target_and_refuses_smooth():
         RunSpec(data=DataSpec(n=10, d=16), model=ModelSpec.of(family="cnn", image=[4, 4]), fit=FitSpec(mode="smooth"))
 
 
-def test_array_of_model_tables_expands_each_and_records_fill_the_new_columns():
-    spec = {"data": {"n": 24, "d": 16},
-            "model": [{"family": "cnn", "channels": [[2], [3]], "image": [4, 4]},
-                      {"family": "pruned", "widths": [8], "mask": "magnitude", "density": 0.5}],
-            "fit": {"max_steps": 300}}
-    runs = expand(spec, "mixed", [0])
-    assert sorted(r.model.family for r in runs) == ["cnn", "cnn", "pruned"]
-    pruned = run(next(r for r in runs if r.model.family == "pruned"))
+def test_records_fill_P_nonzero_and_mask_source():
+    data, fit = DataSpec(n=24, d=16), FitSpec(max_steps=300)
+    pruned = run(RunSpec(data=data, fit=fit, model=ModelSpec.of(family="pruned", widths=(8,), mask="magnitude",
+                                                                density=0.5)))
     assert pruned["status"] == "ok", pruned["error"]
     assert (pruned["P"], pruned["nonzero"], pruned["mask_source"]) == (8 * 16 + 8 + 8, 64 + 8 + 8, "magnitude")
-    conv = run(next(r for r in runs if r.model.family == "cnn" and r.model.options.channels == (2,)))
+    conv = run(RunSpec(data=data, fit=fit, model=ModelSpec.of(family="cnn", channels=(2,), image=(4, 4))))
     assert conv["status"] == "ok", conv["error"]
     assert conv["P"] == conv["nonzero"] == 2 * 9 + 2 + 2 * 4 and conv["mask_source"] is None
     assert conv["lip_lower"] <= conv["lip_upper"]

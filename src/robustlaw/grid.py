@@ -3,9 +3,8 @@
 A section with variants (``[data]``: the ``distribution`` with its own fields; ``[model]``: the
 ``family`` with its own fields) is written flat: ``distribution = "mixture"`` with ``components = 10``
 beside it. Each variant's fields go to its ``options``; a field no chosen variant has is an error,
-and a grid point that a variant's missing field would repeat is kept once. A section written as an
-array of tables (``[[model]]`` twice: CNNs beside MLPs) is one grid per table, their runs together.
-Every run is built (and so validated) before the first one starts.
+and a grid point that a variant's missing field would repeat is kept once. Every run is built
+(and so validated) before the first one starts.
 """
 
 from __future__ import annotations
@@ -121,14 +120,7 @@ def _check_variant_fields(section: Section, table_axes: dict[str, list]) -> None
 
 
 def expand(spec: dict, name: str, seeds: list[int]) -> list[RunSpec]:
-    """Every run of the grid (the product of all axes, then the seeds), each validated, once each; a
-    section given as an array of tables expands once per table."""
-    several = next((s.name for s in SECTIONS if isinstance(spec.get(s.name), list)), None)
-    if several is not None:
-        if not spec[several]:
-            raise SpecError(several, "an array of tables needs at least one table")
-        runs = {run.key(): run for table in spec[several] for run in expand({**spec, several: table}, name, seeds)}
-        return list(runs.values())
+    """Every run of the grid (the product of all axes, then the seeds), each validated, once each."""
     per_section = [(s, axes(s, spec.get(s.name, {}))) for s in SECTIONS]
     flat = [(s, field, values) for s, section_axes in per_section for field, values in section_axes.items()]
     runs: dict[str, RunSpec] = {}
