@@ -186,7 +186,7 @@ def test_lip_cli_certifies_a_margin_of_a_saved_cnn(tmp_path):
     out = CliRunner().invoke(main, ["lip", str(tmp_path / "cnn.pt"), "--time-limit", "2", "--input-shape", "1,4,4",
                                     "--margin", "0,2", "--json"])
     assert out.exit_code == 0, out.output
-    payload = json.loads(out.output)
+    payload = json.loads(out.stdout)  # progress may go to stderr
     assert payload["network"] == "16-48-8-1 relu" and payload["lower"] <= payload["upper"]
     own = cnn(16, [3], image=(4, 4), seed=4, dtype=torch.float64)  # robustlaw's CNN, saved whole
     torch.save(own, tmp_path / "own.pt")
