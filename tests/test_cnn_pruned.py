@@ -150,6 +150,9 @@ def test_conv_models_are_refused_with_one_line():
         from_torch(model, input_shape=(1, 4, 4))
     with pytest.raises(RobustlawError, match="output 3 does not exist"):
         from_torch(model, input_shape=(1, 4, 4), output=3)
+    per_row = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.Linear(4, 1))  # Linear on the last axis
+    with pytest.raises(RobustlawError, match="one output, got 4"):
+        from_torch(per_row, input_shape=(1, 4))
     big = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 4096, 1))
     with pytest.raises(RobustlawError, match="MAX_DENSE"):
         from_torch(big, input_shape=(1, 64, 64))

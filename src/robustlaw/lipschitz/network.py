@@ -216,7 +216,7 @@ def from_torch(model: nn.Module, input_shape: tuple[int, ...] | None = None, out
     biases: list[np.ndarray] = []
     acts: list[Activation] = []
     for run, act in _affine_runs(modules):
-        if any(isinstance(m, SPATIAL) or (isinstance(m, nn.Flatten) and len(shape) > 1) for m in run):
+        if len(shape) > 1 or any(isinstance(m, SPATIAL) for m in run):  # not flat: torch's own semantics
             W, b, shape = dense_affine(run, shape)
         else:
             W, b = _linear_product(run, shape[0])
