@@ -13,8 +13,8 @@ ROOT = Path(robustlaw.__file__).parent
 LAYERS = {
     "errors": 0, "registry": 0, "seeding": 0,
     "data": 1, "theory": 1, "effdim": 1, "activations": 1, "executors": 1,
-    "models": 2, "constructions": 2, "linearised": 2,
-    "fitting": 3,
+    "models": 2, "constructions": 2, "linearised": 2, "conv": 2,
+    "fitting": 3, "pruning": 3,
     "lipschitz": 4, "families": 4,
     "experiment": 5,
     "grid": 6, "sweep": 6, "store": 6, "analysis": 6, "report": 6, "export": 6,

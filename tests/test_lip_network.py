@@ -35,7 +35,7 @@ def test_plain_sequential_with_merged_linears():
 
 def test_unsupported_layers_and_outputs():
     with pytest.raises(RobustlawError, match="unsupported layer"):
-        from_torch(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 1)))
+        from_torch(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 1)))
     with pytest.raises(RobustlawError, match="one output"):
         from_torch(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))
     with pytest.raises(RobustlawError, match="Sequential"):

@@ -500,6 +500,19 @@ def _dimension_from_data(data: str, method: str, max_points: int, n: float | Non
     return n, d, effective_dim, source
 
 
+def _integers(text: str | None, option: str, count: int | None = None) -> tuple[int, ...] | None:
+    """Click callback: comma-separated integers (``count`` of them if given), or one error line."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or (count is not None and len(values) != count) or min(values) < 0:
+        raise RobustlawError(f"{option} {text}: expected {count or 'some'} comma-separated integers >= 0")
+    return values
+
+
 def _method_names() -> list[str]:
     from robustlaw.lipschitz import METHODS
 
@@ -561,14 +574,21 @@ def _lip_progress(stage: str, method: str, lower: float, upper: float) -> None:
 @click.option("--method", "methods", multiple=True, metavar="NAME",
               help="Use only these Lipschitz methods (repeatable; default: every registered one that applies). "
                    "Known: " + ", ".join(_method_names()) + ".")
+@click.option("--input-shape", "input_shape", default=None, callback=lambda c, p, v: _integers(v, "--input-shape"),
+              help="One sample's shape for a model starting with a convolution, e.g. 1,8,8 (C,H,W).")
+@click.option("--output", type=click.IntRange(min=0), default=None,
+              help="Certify output i (0-based) of a multi-output model.")
+@click.option("--margin", default=None, callback=lambda c, p, v: _integers(v, "--margin", 2),
+              help="Certify the margin f_i - f_j of a multi-output model: i,j (0-based).")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
 def lip(model: Path, domain_text: str, data: Path | None, center: Path | None, time_limit: float | None,
-        effort: int | None, seed: int, methods: tuple[str, ...], as_json: bool):
+        effort: int | None, seed: int, methods: tuple[str, ...], input_shape, output, margin, as_json: bool):
     """Certify the Lipschitz constant of MODEL: a bracket [lower, upper] on a domain.
 
-    MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers, one output), or a .pt /
+    MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers), or a .pt /
     .pth file: a torch.save'd Sequential of Linear layers and activations (ReLU, LeakyReLU, Tanh,
-    Softplus, Sigmoid, robustlaw's Power), or the state_dict of a Sequential of Linear layers (keys
+    Softplus, Sigmoid, robustlaw's Power), also Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d (eval mode),
+    Flatten, Unflatten and Dropout (a CNN is certified through its dense layers), or the state_dict of a Sequential of Linear layers (keys
     0.weight, 0.bias, 2.weight, ..., read with ReLU between layers). Torch files are read without
     running code: anything else in them is refused.
 
@@ -584,7 +604,7 @@ def lip(model: Path, domain_text: str, data: Path | None, center: Path | None, t
         domain = parse_domain(domain_text, centre, points)
     except RobustlawError as error:
         raise RobustlawError(f"--domain {domain_text}: {error}") from None
-    net = load_model(model)
+    net = load_model(model, **({"input_shape": input_shape} if input_shape else {}), output=output, margin=margin)
     note(f"certifying {net.describe()} on {domain.describe()}")
     clock = dict(time_limit=None, effort=effort) if effort is not None else dict(time_limit=time_limit or 60.0)
     bracket = certify(net, domain, points, seed=seed, methods=methods or None, progress=_lip_progress, **clock)

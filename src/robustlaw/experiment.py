@@ -24,6 +24,7 @@ from robustlaw.errors import RobustlawError, require
 from robustlaw.families import ModelSpec, parametrisation_constant
 from robustlaw.fitting import FitResult, FitSpec
 from robustlaw.lipschitz import DOMAINS, Bracket, Domain, certify, mean_gradient_norm
+from robustlaw.pruning import nonzero_count
 from robustlaw.theory import bln20_lip, bs21_lip_lower, law_scale
 
 #: bump when a change alters what a spec's record holds, so stale records are not reused.
@@ -156,7 +157,7 @@ class Record:
         return cls(key=spec.key(), sweep=spec.sweep, status="error", seed=spec.seed,
                    spec=json.dumps(spec.as_dict(), sort_keys=True), distribution=spec.data.distribution,
                    labels=spec.data.labels, n=spec.data.n, d=spec.data.d, family=m.family, activation=m.activation,
-                   construction=getattr(m.options, "construction", None),
+                   construction=getattr(m.options, "construction", None), mask_source=getattr(m.options, "mask", None),
                    width=m.hidden[0] if len(m.hidden) == 1 else None, widths=json.dumps(m.hidden),
                    target=spec.fit.target, mode=spec.fit.mode)
 
@@ -197,6 +198,7 @@ def measure(run: Prepared, fitted: FitResult) -> Record:
 
 def _fill_fit(record: Record, fitted: FitResult, data: Dataset, model) -> None:
     record.sigma, record.depth, record.P = data.sigma, model.depth, model.param_count()
+    record.nonzero = nonzero_count(model)  # P minus the weights a pruning mask holds at zero
     record.mode, record.reached, record.steps = fitted.mode, fitted.reached, fitted.steps
     record.train_mse, record.train_max_err = fitted.train_mse, fitted.train_max_err
     record.data_scaling, record.d_eff = data.scaling, effective_dimension(data.X, record.seed)

@@ -9,6 +9,7 @@ A new family is one class registered in :data:`FAMILIES`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
@@ -21,9 +22,12 @@ from robustlaw.activations import ACTIVATIONS
 from robustlaw.constructions import CONSTRUCTIONS
 from robustlaw.data import Dataset
 from robustlaw.errors import require
-from robustlaw.fitting import FitResult, FitSpec, fit_many, padded_width
+from robustlaw.conv import cnn, conv_shapes
+from robustlaw.fitting import FitResult, FitSpec, fit_many, fit_module, padded_width
+from robustlaw.lipschitz.network import MAX_DENSE
 from robustlaw.linearised import SOLVERS, LinearisedTwoLayer, gradient_descent, min_norm, random_features
 from robustlaw.models import mlp
+from robustlaw.pruning import MASKS, Pruning
 from robustlaw.registry import Registry, build_variant, settle_options
 from robustlaw.theory import deep_net_J
 
@@ -98,7 +102,7 @@ class ModelSpec:
 
     @property
     def hidden(self) -> list[int]:
-        """Hidden widths (empty for a construction, whose size depends on the data)."""
+        """Dense hidden widths (empty for a construction, whose size depends on the data, and for a CNN)."""
         return self.kind.hidden(self)
 
 
@@ -218,15 +222,16 @@ def construct(model_spec: ModelSpec, fit_spec: FitSpec, data: Dataset, seed: int
 
 def parametrisation_constant(model: nn.Module, data: Dataset) -> tuple[float, float]:
     """(W, J) of BS21 Theorem 3 for a fitted model: W the diameter of the box [-w, w]^P holding its
-    parameters (w = the largest |parameter|), J = R (w P)^D its parametrisation's Lipschitz constant
-    (Lemma 3.1, no weight sharing) with R the data radius and D the depth. A model whose parametrisation
-    is not a plain network's (linear in theta: robustlaw.linearised) gives its own
-    ``parametrisation_constant(R)``."""
+    parameters (w = the largest |parameter|), J = R (w Q P)^D its parametrisation's Lipschitz constant
+    (Lemma 3.1) with R the data radius, D the depth and Q the model's ``weight_sharing`` (a CNN's;
+    1 for models without shared weights). A model whose parametrisation is not a plain network's
+    (linear in theta: robustlaw.linearised) gives its own ``parametrisation_constant(R)``."""
     if hasattr(model, "parametrisation_constant"):
         return model.parametrisation_constant(max(data.radius, 1e-12))
     P = model.param_count()
     w_max = max(float(p.detach().abs().max()) for p in model.parameters())
-    J = deep_net_J(R=max(data.radius, 1e-12), W=max(w_max, 1e-12), P=P, depth=model.depth)
+    J = deep_net_J(R=max(data.radius, 1e-12), W=max(w_max, 1e-12), P=P, depth=model.depth,
+                   sharing=getattr(model, "weight_sharing", 1))
     return 2 * w_max * np.sqrt(P), J
 
 
@@ -358,3 +363,117 @@ class NTKFamily(LinearFamily):
 for _family in (RandomFeaturesFamily(), NTKFamily()):
     FAMILIES.register(_family.name, _family)
 
+
+# ----------------------------------------------------------------------------- issue 11 B: CNNs and pruned nets
+
+
+def _channels_ok(values) -> bool:
+    return len(values) >= 1 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+
+
+@dataclass(frozen=True)
+class CNNOptions:
+    """A CNN (robustlaw.conv.cnn) on flat inputs reshaped to one channel of ``image``: [height, width]
+    (digits: [8, 8], the 64-vector's rows) or [] for a 1-D signal of length d; convolutions of
+    ``channels`` with an odd ``kernel`` (same padding), an average pooling of ``pool``, a linear head."""
+
+    channels: tuple[int, ...] = (4, 4)
+    image: tuple[int, ...] = ()
+    kernel: int = 3
+    pool: int = 2
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "image", tuple(self.image))
+        require(_channels_ok(self.channels), "model.channels",
+                f"must be a non-empty list of integers >= 1, got {list(self.channels)!r}")
+        require(len(self.image) in (0, 1, 2) and (not self.image or _channels_ok(self.image)), "model.image",
+                f"must be [] (1-D) or [height, width] of integers >= 1, got {list(self.image)!r}")
+        require(isinstance(self.kernel, int) and self.kernel >= 1 and self.kernel % 2 == 1, "model.kernel",
+                f"must be an odd integer >= 1, got {self.kernel!r}")
+        require(isinstance(self.pool, int) and self.pool >= 1, "model.pool", f"must be an integer >= 1, got {self.pool!r}")
+
+
+class CNN:
+    """Convolutional nets (robustlaw.conv), each trained alone by robustlaw.fitting.fit_module (train mode);
+    certified through their dense expansion (robustlaw.lipschitz.network.from_torch)."""
+
+    name, options = "cnn", CNNOptions
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        return []  # no dense hidden layer: convolutions, pooling, then the linear head
+
+    def check(self, spec: ModelSpec, d: int) -> None:
+        """The shape fits d, and the dense layers certification builds stay within MAX_DENSE."""
+        o = spec.options
+        spatial, _ = conv_shapes(d, o.image, o.pool)
+        require(math.prod(spatial) == d, "model.image", f"an image of {list(o.image)} has {math.prod(spatial)} "
+                f"pixels, but data.d = {d}")
+        widest = max(o.channels) * d
+        require(widest * max(widest, d) <= MAX_DENSE, "model.channels",
+                f"{max(o.channels)} channels on {d} inputs make a {widest}-wide dense layer, too large to certify "
+                f"(at most MAX_DENSE = {MAX_DENSE:.0e} entries)")
+
+    def check_run(self, spec: ModelSpec, n: int, d: int, fit: FitSpec) -> None:
+        """fit_module trains in train mode only (the smooth surrogate is written for stacked dense layers)."""
+        require(fit.mode == "train", "fit.mode", f"family cnn is fitted in train mode only, not {fit.mode!r}")
+
+    def build(self, spec: ModelSpec, d: int, seed: int) -> nn.Module:
+        o = spec.options
+        return cnn(d, list(o.channels), o.image, o.kernel, o.pool, activation=spec.activation, seed=seed, q=spec.q)
+
+    def batch_key(self, spec: ModelSpec) -> tuple:
+        return ("cnn", spec.options)
+
+    def work(self, spec: ModelSpec, n: int, d: int) -> int:
+        return n * self.build(spec, d, 0).multiply_adds()
+
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
+            seeds: list[int]) -> tuple[list, list[FitResult]]:
+        return models, [fit_module(m, x.X, x.y, spec, x.sigma, s) for m, x, s in zip(models, data, seeds)]
+
+
+@dataclass(frozen=True)
+class PrunedOptions:
+    """An MLP d -> widths -> 1 whose hidden Linear layers keep a fraction ``density`` of their weights,
+    chosen by ``mask`` (robustlaw.pruning.MASKS: random, magnitude, snip, imp); ``rounds``: IMP's
+    train-prune-rewind rounds."""
+
+    widths: tuple[int, ...] = (64,)
+    mask: str = "random"
+    density: float = 0.25
+    rounds: int = 3
+
+    def __post_init__(self):
+        object.__setattr__(self, "widths", tuple(self.widths))
+        require(_widths_ok(self.widths), "model.widths",
+                f"must be a non-empty list of integers >= 1, got {list(self.widths)!r}")
+        MASKS.get(self.mask)
+        require(isinstance(self.density, (int, float)) and 0 < self.density <= 1, "model.density",
+                f"must be in (0, 1], got {self.density!r}")
+        require(isinstance(self.rounds, int) and not isinstance(self.rounds, bool) and self.rounds >= 1,
+                "model.rounds", f"must be an integer >= 1, got {self.rounds!r}")
+
+
+class Pruned(TrainedFamily):
+    """An MLP pruned by a mask source (robustlaw.pruning), then trained by fit_many with the pruned
+    weights held at zero. P counts all weights; the record's ``nonzero`` the weights the mask leaves."""
+
+    name, options = "pruned", PrunedOptions
+
+    def hidden(self, spec: ModelSpec) -> list[int]:
+        return list(spec.options.widths)
+
+    def batch_key(self, spec: ModelSpec) -> tuple:
+        return ("pruned", spec.options)
+
+    def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
+            seeds: list[int]) -> tuple[list, list[FitResult]]:
+        o = model_specs[0].options
+        Xs, ys, sigmas = [x.X for x in data], [x.y for x in data], [x.sigma for x in data]
+        MASKS.get(o.mask)().prune(models, Xs, ys, spec, sigmas, seeds, Pruning(o.density, o.rounds))
+        return models, fit_many(models, Xs, ys, spec, sigmas, seeds)
+
+
+for _family in (CNN(), Pruned()):
+    FAMILIES.register(_family.name, _family)

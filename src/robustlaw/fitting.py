@@ -202,6 +202,35 @@ class Stack:
                     if self.bias[layer]:
                         W[i, 0, -1] = linear[layer].bias.detach()[0]
             self.weights.append(W)
+        self.prune = self._prune_masks([linear for linear, _ in parts])
+
+    def _prune_masks(self, linears: list[list[nn.Linear]]) -> list[torch.Tensor | None] | None:
+        """Pruning masks (robustlaw.pruning), laid out like ``weights``: per layer, 1 where a model's weight
+        may move and 0 where its ``prune_mask`` buffer pruned it (biases and padding: 1); None for an
+        unpruned layer, and None in all when no model is pruned. A pruned weight starts at zero and its
+        gradient is masked (:meth:`masked`), so AdamW keeps it exactly zero."""
+        if not any(hasattr(lin, "prune_mask") for layers in linears for lin in layers):
+            return None
+        out = []
+        for layer, W in enumerate(self.weights):
+            if not any(hasattr(layers[layer], "prune_mask") for layers in linears):
+                out.append(None)
+                continue
+            M = torch.ones_like(W)
+            for i, layers in enumerate(linears):
+                mask = getattr(layers[layer], "prune_mask", None)
+                if mask is not None and layer < len(self.acts):
+                    M[i, :mask.shape[1], :mask.shape[0]] = mask.T
+                elif mask is not None:
+                    M[i, 0, :mask.shape[1]] = mask[0]
+            out.append(M)
+        return out
+
+    def masked(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``grads`` with the pruned weights' entries zeroed (unchanged without pruning)."""
+        if self.prune is None:
+            return grads
+        return [g if M is None else g * M for g, M in zip(grads, self.prune)]
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -265,6 +294,8 @@ class Stack:
         """Keep only the models ``keep`` (indices) and drop padding no remaining model needs."""
         self.widths = self.widths[keep]
         self.weights = [self.cut(W[keep], layer) for layer, W in enumerate(self.weights)]
+        if self.prune is not None:
+            self.prune = [None if M is None else self.cut(M[keep], layer) for layer, M in enumerate(self.prune)]
 
     def cut(self, T: torch.Tensor, layer: int) -> torch.Tensor:
         """A tensor shaped like layer ``layer``'s weights, cut to the padding the current models need."""
@@ -554,7 +585,8 @@ def _fit_batch(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray]
                 if bool(finished.all()):
                     break
                 now.grads = batch.retire(finished, now.grads)
-        batch.adam.step(batch.stack.params, now.grads, _learning_rate(batch, spec, step))
+        # pruned nets: masked weights get no gradient (Stack.masked), so they stay zero
+        batch.adam.step(batch.stack.params, batch.stack.masked(now.grads), _learning_rate(batch, spec, step))
     return _write_back(models, ledger, spec, (time.perf_counter() - start) / len(models))
 
 
@@ -664,6 +696,48 @@ def _write_back(models: list[Network], ledger: _Ledger, spec: FitSpec, seconds: 
             out.append(FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
                                  seconds=seconds, mode=spec.mode, flops=ledger.flops[i], smooth_surrogate=surrogate))
     return out
+
+
+def fit_module(model: nn.Module, X: np.ndarray, y: np.ndarray, spec: FitSpec = FitSpec(), sigma: float = 1.0,
+               seed: int = 0) -> FitResult:
+    """Train any torch module mapping (n, d) to (n,) in place, alone: the train mode of :func:`fit_many`
+    (full-batch AdamW with its cosine schedule, the same :class:`Target`, stopping at the first check
+    step that meets it) for models :class:`Stack` cannot stack (convolutional nets). The smooth mode
+    is refused (one line): its input-gradient surrogate is written for stacked dense layers.
+    FLOPs are counted by torch's FlopCounterMode on one step, times the steps taken."""
+    require(spec.mode == "train", "fit.mode", f"{type(model).__name__} models are fitted in train mode only, "
+            f"not {spec.mode!r}")
+    start = time.perf_counter()
+    params = [p for p in model.parameters() if p.requires_grad]
+    dtype = params[0].dtype
+    Xt, yt = torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
+    sigma_t = torch.tensor(sigma, dtype=dtype)
+    adam = AdamW([p.detach() for p in params], spec.weight_decay)
+    best, step_flops_counted = None, _module_step_flops(model, Xt, yt)
+    for step in range(spec.max_steps + 1):
+        residual = model(Xt) - yt
+        mse = (residual**2).mean()
+        if step % spec.check_every == 0 or step == spec.max_steps:
+            max_err = residual.detach().abs().max()
+            reached = bool(spec.goal.met(max_err, mse.detach(), sigma_t))
+            best = (reached, step, float(mse.detach()), float(max_err))
+            if reached or step == spec.max_steps:
+                break
+        grads = torch.autograd.grad(mse, params)
+        adam.step([p.detach() for p in params], list(grads), cosine(spec.lr, step, spec.max_steps))
+    reached, steps, train_mse, max_err = best
+    return FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
+                     seconds=time.perf_counter() - start, mode="train", flops=step_flops_counted * steps)
+
+
+def _module_step_flops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    """FLOPs of one full-batch forward and backward step of ``model``, as torch counts them."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        loss = ((model(X) - y) ** 2).mean()
+        torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+    return float(counter.get_total_flops())
 
 
 def plan_batches(items: list, size: int, budget: float, key, cost, order) -> list[list]:

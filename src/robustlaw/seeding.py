@@ -13,9 +13,10 @@ import torch
 
 #: stream name -> salt. data: inputs and labels; search: the certificate's region walks; ascent: its
 #: gradient search; partition: compromise caps' groups; projection: BS21's random projection; effort:
-#: the seeds of a certification's further search passes (``certify(..., effort=N)``).
+#: the seeds of a certification's further search passes (``certify(..., effort=N)``); mask: random
+#: pruning masks.
 STREAMS = {"data": 0x5EED, "search": 0xC3, "ascent": 0x11B, "partition": 0xCA95, "projection": 0xB521,
-           "effort": 0xEF}
+           "effort": 0xEF, "mask": 0x3A5C}
 #: torch streams: init (initial weights) and probes (the smooth fit's probe points), from the same seed
 TORCH_STREAMS = {"init": (1, 0), "probes": (1_000_003, 17)}
 

@@ -6,7 +6,8 @@
   between layers, one output). Names, shapes and dtypes are checked from the zip directory and the
   ``.npy`` headers before any array is read, and at most :data:`MAX_ELEMENTS` numbers are read.
 * ``.pt`` / ``.pth``: a ``torch.save``'d Sequential of Linear layers and activations (any robustlaw
-  :class:`~robustlaw.models.Network`), or a plain ``state_dict`` of a Sequential of Linear layers
+  :class:`~robustlaw.models.Network` or CNN; also Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d, Flatten,
+  Unflatten and Dropout, read by :func:`~robustlaw.lipschitz.network.from_torch`), or a plain ``state_dict`` of a Sequential of Linear layers
   (keys ``0.weight, 0.bias, 2.weight, ...``), read as ReLU between consecutive Linear layers. The file
   is unpickled with ``weights_only=True``: only tensors, containers and the module classes in
   :data:`SAFE_MODULES` can be built, so a file that needs anything else (``os.system``, ``exec``, ...)
@@ -28,8 +29,9 @@ import torch
 from torch import nn
 
 from robustlaw.errors import RobustlawError
-from robustlaw.lipschitz.network import RELU, Net, from_torch
+from robustlaw.lipschitz.network import RELU, Net, from_torch, select_head
 from robustlaw.activations import activation_of
+from robustlaw.conv import ConvNet
 from robustlaw.models import Network, Power
 
 MAX_LAYERS = 9999
@@ -39,7 +41,8 @@ MAX_ELEMENTS = 200_000_000
 """Numbers a model file may declare in all (about 1.6 GB as float64); larger files are refused unread."""
 
 SAFE_MODULES = (nn.Sequential, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Softplus, nn.Sigmoid, nn.Identity,
-                nn.Flatten, nn.Dropout, Network, Power)
+                nn.Flatten, nn.Dropout, Network, Power, nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d,
+                nn.BatchNorm1d, nn.BatchNorm2d, nn.Unflatten, torch.Size, ConvNet)
 """The module classes a .pt file may contain; their unpickling only sets attributes."""
 
 _MEMBER = re.compile(r"([Wb])([1-9][0-9]{0,3})\.npy")
@@ -47,13 +50,15 @@ _MAX_HEADER = 10_000  # numpy's own limit on an .npy header
 _REFUSE_HINT = "save a state_dict or a Sequential of Linear layers and activations"
 
 
-def load_model(path: str | Path) -> Net:
-    """The network in an ``.npz`` interchange file or a ``.pt`` / ``.pth`` torch file (see the module doc)."""
+def load_model(path: str | Path, **reading) -> Net:
+    """The network in an ``.npz`` interchange file or a ``.pt`` / ``.pth`` torch file (see the module doc);
+    ``reading``: ``input_shape``, ``output``, ``margin`` of :func:`~robustlaw.lipschitz.network.from_torch`
+    (torch files; ``output`` / ``margin`` also pick one output of an .npz's last layer)."""
     path = Path(path)
     if path.suffix == ".npz":
-        return load_npz(path)
+        return load_npz(path, reading.get("output"), reading.get("margin"))
     if path.suffix in (".pt", ".pth"):
-        return load_torch(path)
+        return load_torch(path, **reading)
     raise RobustlawError(f"{path}: unknown model format {_short(path.suffix or '(none)')!r} (expected .npz or .pt)")
 
 
@@ -73,7 +78,7 @@ def _names(names, limit: int = 5) -> str:
 # ---------------------------------------------------------------- .npz
 
 
-def load_npz(path: str | Path) -> Net:
+def load_npz(path: str | Path, output: int | None = None, margin: tuple[int, int] | None = None) -> Net:
     """Read the interchange format: ``W1, b1, ..., WL, bL`` (layer i: x -> Wi x + bi, ReLU between layers,
     one output). Names, dtypes, shapes and sizes are validated from the zip directory and the .npy
     headers before any array is read; every problem is reported as one short line naming it."""
@@ -91,7 +96,7 @@ def load_npz(path: str | Path) -> Net:
         raise RobustlawError(f"{path}: not a readable .npz file ({type(error).__name__}: {_short(error, 120)})") from None
     L = len(arrays) // 2
     layers = [(arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(1, L + 1)]
-    return _net_from_arrays(path, layers)
+    return _net_from_arrays(path, layers, output, margin)
 
 
 def _layer_members(path: Path, zf: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
@@ -168,13 +173,19 @@ def _read_array(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.nd
     return array.astype(float, copy=False)
 
 
-def _net_from_arrays(path: Path, layers: list[tuple[np.ndarray, np.ndarray]]) -> Net:
+def _net_from_arrays(path: Path, layers: list[tuple[np.ndarray, np.ndarray]], output: int | None = None,
+                     margin: tuple[int, int] | None = None) -> Net:
     """A ReLU :class:`Net` from float64 (W, b) pairs whose shapes chain: finite values, one output."""
     for i, (W, b) in enumerate(layers, start=1):
         for name, array in ((f"W{i}", W), (f"b{i}", b)):
             if not np.isfinite(array).all():
                 raise RobustlawError(f"{path}: {name} contains NaN or infinite values")
     L = len(layers)
+    if output is not None or margin is not None:
+        try:
+            layers[-1] = select_head(layers[-1][0], layers[-1][1].reshape(-1), output, margin)
+        except RobustlawError as error:
+            raise RobustlawError(f"{path}: {error}") from None
     if layers[-1][0].shape[0] != 1:
         raise RobustlawError(f"{path}: the last layer must have one output, but W{L} has {layers[-1][0].shape[0]} rows")
     return Net(tuple(W for W, _ in layers), tuple(b.reshape(-1) for _, b in layers), tuple(RELU for _ in range(L - 1)))
@@ -183,7 +194,8 @@ def _net_from_arrays(path: Path, layers: list[tuple[np.ndarray, np.ndarray]]) ->
 # ---------------------------------------------------------------- .pt / .pth
 
 
-def load_torch(path: str | Path) -> Net:
+def load_torch(path: str | Path, input_shape: tuple[int, ...] | None = None, output: int | None = None,
+               margin: tuple[int, int] | None = None) -> Net:
     """A torch file's network without executing code: a Sequential of the :data:`SAFE_MODULES` or a
     ``state_dict`` of a Sequential of Linear layers (ReLU between consecutive Linear layers)."""
     path = Path(path)
@@ -191,12 +203,12 @@ def load_torch(path: str | Path) -> Net:
         raise RobustlawError(f"{path}: no such file")
     obj = _torch_load(path)
     if isinstance(obj, dict):
-        return _from_state_dict(path, obj)
+        return _from_state_dict(path, obj, output, margin)
     if not isinstance(obj, nn.Module):
         raise RobustlawError(f"{path}: expected a torch Sequential or a state_dict, got {_short(type(obj).__name__)}")
     try:
         _check_parameters(obj)
-        return from_torch(obj)
+        return from_torch(obj, input_shape, output, margin)
     except RobustlawError as error:
         raise RobustlawError(f"{path}: {error}") from None
     except (AttributeError, TypeError, ValueError, RuntimeError, OverflowError) as error:  # crafted attributes
@@ -228,7 +240,7 @@ def _torch_load(path: Path):
         raise RobustlawError(f"{path}: not a readable torch file ({type(error).__name__}: {_short(detail, 120)})") from None
 
 
-def _from_state_dict(path: Path, state: dict) -> Net:
+def _from_state_dict(path: Path, state: dict, output: int | None = None, margin: tuple[int, int] | None = None) -> Net:
     """Layers ``<index>.weight`` / ``<index>.bias`` in index order, ReLU between them."""
     layers: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
@@ -255,7 +267,7 @@ def _from_state_dict(path: Path, state: dict) -> Net:
             raise RobustlawError(f"{path}: shape mismatch: W{i} has {W.shape[1]} columns but layer {i - 1} has "
                                  f"{arrays[-1][0].shape[0]} outputs")
         arrays.append((W, b))
-    return _net_from_arrays(path, arrays)
+    return _net_from_arrays(path, arrays, output, margin)
 
 
 def _real(path: Path, name: str, tensor: torch.Tensor | None) -> np.ndarray | None:

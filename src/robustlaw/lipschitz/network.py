@@ -39,7 +39,8 @@ class Net:
         if len(self.weights) != len(self.biases) or len(self.acts) != len(self.weights) - 1:
             raise RobustlawError("a network needs one bias per layer and one activation between layers")
         if self.weights[-1].shape[0] != 1:
-            raise RobustlawError(f"the last layer must have one output, got {self.weights[-1].shape[0]}")
+            raise RobustlawError(f"the last layer must have one output, got {self.weights[-1].shape[0]} "
+                                 "(certify one output or margin: --output i, --margin i,j)")
 
     @property
     def d(self) -> int:
@@ -184,52 +185,164 @@ def _flatten(model: nn.Module) -> list[nn.Module]:
     return [model]
 
 
-def from_torch(model: nn.Module) -> Net:
-    """Read a ``torch.nn.Sequential`` of ``Linear`` layers and elementwise activations (one output).
+#: affine layers read by their dense matrix (:func:`dense_affine`): a convolution, average pooling, a batch
+#: norm in eval mode, reshapes; all linear in the input plus a constant, so a run of them is one affine map
+SPATIAL = (nn.Conv1d, nn.Conv2d, nn.AvgPool1d, nn.AvgPool2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.Unflatten)
 
-    Consecutive affine maps (Linear, Identity, Dropout, Flatten) are merged into one.
+MAX_DENSE = 20_000_000
+"""Entries a dense affine map (and each intermediate of its expansion) may have: 160 MB of float64."""
+
+
+def from_torch(model: nn.Module, input_shape: tuple[int, ...] | None = None, output: int | None = None,
+               margin: tuple[int, int] | None = None) -> Net:
+    """Read a ``torch.nn.Sequential`` of affine layers and elementwise activations as a :class:`Net`.
+
+    Affine layers are ``Linear``; ``Conv1d``/``Conv2d``, ``AvgPool1d``/``AvgPool2d``, ``BatchNorm1d``/``2d``
+    (eval mode: folded into the preceding map), ``Flatten``, ``Unflatten``, ``Dropout`` (the identity in
+    eval mode) and ``Identity``. Consecutive affine layers are merged into one: Linear ones by their
+    matrix product, runs holding a spatial layer by their dense matrix (:func:`dense_affine`), so a CNN
+    becomes the chain of dense layers it computes and every certificate applies to it. The certified
+    function is the model on flattened inputs R^d, d = prod(input_shape): the Euclidean Lipschitz
+    constant does not depend on the reshape. ``input_shape`` (one sample's shape) is needed when the
+    model starts with a convolution; it is read from a leading ``Linear`` or ``Unflatten(1, shape)``.
+    A multi-class model is certified through one ``output`` i (f_i) or one ``margin`` (i, j) (f_i - f_j;
+    0-based): a row selection or difference of the last layer. Without them it must have one output.
     """
     if not isinstance(model, nn.Sequential):
         raise RobustlawError(f"expected a torch.nn.Sequential of Linear layers and activations, got {type(model).__name__}")
+    modules = _flatten(model)
+    shape = _input_shape(modules, input_shape)
     weights: list[np.ndarray] = []
     biases: list[np.ndarray] = []
     acts: list[Activation] = []
-    pending = False  # the last item appended to weights is still open for merging with the next Linear
-    for module in _flatten(model):
-        if isinstance(module, nn.Linear):
-            if module.weight.is_complex() or (module.bias is not None and module.bias.is_complex()):
-                raise RobustlawError("a Linear layer holds complex numbers; robustlaw certifies real networks")
-            W = module.weight.detach().double().cpu().numpy().copy()
-            b = (module.bias.detach().double().cpu().numpy().copy() if module.bias is not None
-                 else np.zeros(W.shape[0]))
-            if pending:
-                if W.shape[1] != weights[-1].shape[0]:
-                    raise RobustlawError(f"layer shapes do not chain: {weights[-1].shape[0]} outputs into a Linear "
-                                         f"with {W.shape[1]} inputs")
-                weights[-1], biases[-1] = W @ weights[-1], W @ biases[-1] + b
-            else:
-                if weights and W.shape[1] != weights[-1].shape[0]:
-                    raise RobustlawError(f"layer shapes do not chain: {weights[-1].shape[0]} outputs into a Linear "
-                                         f"with {W.shape[1]} inputs")
-                weights.append(W)
-                biases.append(b)
-            pending = True
-            continue
-        act = activation_of(module)
-        if act is None:
-            raise RobustlawError(f"unsupported layer {type(module).__name__}: expected Linear layers and "
-                                 f"elementwise activations ({', '.join(ACTIVATIONS)})")
-        if isinstance(act, Identity):
-            continue
-        if not weights or not pending:
-            raise RobustlawError(f"an activation ({type(module).__name__}) must follow a Linear layer")
-        acts.append(act)
-        pending = False
-    if not weights or not pending:
-        raise RobustlawError("the network must end with a Linear layer")
+    for run, act in _affine_runs(modules):
+        if len(shape) > 1 or any(isinstance(m, SPATIAL) for m in run):  # not flat: torch's own semantics
+            W, b, shape = dense_affine(run, shape)
+        else:
+            W, b = _linear_product(run, shape[0])
+            shape = (W.shape[0],) if W is not None else shape
+        if W is None:
+            raise RobustlawError(f"an activation ({type(act).__name__}) must follow a Linear layer")
+        weights.append(W)
+        biases.append(b)
+        if act is not None:
+            acts.append(activation_of(act))
+    if output is not None or margin is not None:
+        weights[-1], biases[-1] = select_head(weights[-1], biases[-1], output, margin)
     net = Net(tuple(weights), tuple(biases), tuple(acts))
     _check_finite(net)
     return net
+
+
+def _affine_runs(modules: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Module | None]]:
+    """The model as (affine modules, the activation after them or None at the end); identity-like
+    modules (Identity, Dropout) are dropped, Flatten kept (it matters after a spatial layer)."""
+    runs, current = [], []
+    for module in modules:
+        if isinstance(module, (nn.Linear, nn.Flatten, *SPATIAL)):
+            current.append(module)
+            continue
+        act = activation_of(module)
+        if act is None:
+            raise RobustlawError(f"unsupported layer {type(module).__name__}: expected Linear, Conv1d/2d, AvgPool1d/2d, "
+                                 f"BatchNorm1d/2d, Flatten, Dropout and elementwise activations ({', '.join(ACTIVATIONS)})")
+        if isinstance(act, Identity):
+            continue
+        runs.append((current, module))
+        current = []
+    if not any(isinstance(m, (nn.Linear, *SPATIAL[:2])) for m in current):
+        raise RobustlawError("the network must end with a Linear layer")
+    runs.append((current, None))
+    return runs
+
+
+def _input_shape(modules: list[nn.Module], given: tuple[int, ...] | None) -> tuple[int, ...]:
+    """One sample's input shape: ``given``, or read from a leading Linear or Unflatten(1, shape)."""
+    if given is not None:
+        shape = tuple(int(s) for s in given)
+        if not shape or min(shape) < 1:
+            raise RobustlawError(f"the input shape must be positive integers, got {list(given)}")
+        return shape
+    first = next((m for m in modules if not isinstance(m, (nn.Flatten, nn.Identity, nn.Dropout))), None)
+    if isinstance(first, nn.Linear):
+        return (first.in_features,)
+    if isinstance(first, nn.Unflatten) and first.dim == 1:
+        return (int(np.prod(first.unflattened_size)),)
+    raise RobustlawError(f"the model starts with {type(first).__name__}: give its input shape (one sample's, "
+                         "e.g. 1,8,8 for 8x8 grey images: --input-shape)")
+
+
+def _linear_product(run: list[nn.Module], fan_in: int | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The merged matrix and bias of consecutive Linear layers (Flatten of flat inputs is the identity)."""
+    W_all, b_all = None, None
+    for module in run:
+        if not isinstance(module, nn.Linear):
+            continue
+        if module.weight.is_complex() or (module.bias is not None and module.bias.is_complex()):
+            raise RobustlawError("a Linear layer holds complex numbers; robustlaw certifies real networks")
+        W = module.weight.detach().double().cpu().numpy().copy()
+        b = module.bias.detach().double().cpu().numpy().copy() if module.bias is not None else np.zeros(W.shape[0])
+        inputs = W_all.shape[0] if W_all is not None else fan_in
+        if inputs is not None and W.shape[1] != inputs:
+            raise RobustlawError(f"layer shapes do not chain: {inputs} outputs into a Linear with {W.shape[1]} inputs")
+        W_all, b_all = (W, b) if W_all is None else (W @ W_all, W @ b_all + b)
+    return W_all, b_all
+
+
+def dense_affine(run: list[nn.Module], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The affine map x -> A x + c that ``run`` (affine torch modules, eval mode) computes on flattened
+    inputs of one sample's ``shape``: A by forward-mode autodiff of the run at 0 in float64 (the
+    Jacobian of an affine map, exactly its matrix), c = the run at 0. Returns A, c and the output shape.
+    One error line when A or an intermediate would exceed :data:`MAX_DENSE` entries."""
+    import copy
+
+    layers = nn.Sequential(*[copy.deepcopy(m) for m in run]).double().eval()
+    for p in layers.parameters():
+        if p.is_complex():
+            raise RobustlawError(f"a {type(p).__name__} holds complex numbers; robustlaw certifies real networks")
+    d = int(np.prod(shape))
+    zero = torch.zeros((1, *shape), dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            sizes = [d]
+            h = zero
+            for module in layers:
+                h = module(h)
+                sizes.append(h[0].numel())
+    except RuntimeError as error:
+        raise RobustlawError(f"layer shapes do not chain on inputs of shape {list(shape)}: "
+                             f"{str(error).splitlines()[0][:160]}") from None
+    largest = d * max(sizes)
+    if largest > MAX_DENSE:
+        raise RobustlawError(f"the dense matrix of {', '.join(type(m).__name__ for m in run)} on inputs of shape "
+                             f"{list(shape)} needs {largest:.3g} entries (more than MAX_DENSE = {MAX_DENSE:.0e})")
+    out_shape = tuple(h.shape[1:])
+
+    def flat(x: torch.Tensor) -> torch.Tensor:
+        return layers(x.reshape(1, *shape)).reshape(-1)
+
+    with torch.no_grad():
+        A = torch.func.jacfwd(flat)(zero.reshape(-1))
+        c = flat(zero.reshape(-1))
+    return A.numpy().copy(), c.numpy().copy(), out_shape
+
+
+def select_head(W: np.ndarray, b: np.ndarray, output: int | None, margin: tuple[int, int] | None):
+    """The last layer reduced to one output: row ``output`` (f_i), or row i minus row j (``margin``: f_i - f_j)."""
+    outputs = W.shape[0]
+    chosen = [output] if output is not None else [int(i) for i in margin]
+    if output is not None and margin is not None:
+        raise RobustlawError("choose one output or one margin, not both")
+    for i in chosen:
+        if not 0 <= i < outputs:
+            raise RobustlawError(f"output {i} does not exist: the model has outputs 0 to {outputs - 1}")
+    if len(chosen) == 2 and chosen[0] == chosen[1]:
+        raise RobustlawError(f"a margin needs two different outputs, got {chosen[0]},{chosen[1]}")
+    c = np.zeros(outputs)
+    c[chosen[0]] = 1.0
+    if len(chosen) == 2:
+        c[chosen[1]] = -1.0
+    return c[None, :] @ W, np.array([c @ b])
 
 
 def _check_finite(net: Net) -> None:
