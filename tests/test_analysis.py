@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 
 from robustlaw.analysis import fit_power_law, law_fit
@@ -137,3 +139,28 @@ def test_axes_are_drawn_only_when_their_columns_are_present():
     pruned = [{**r, "nonzero": r["P"] // 4} for r in rows]
     assert [a.name for a in present_axes(pruned)] == ["bs21", "bln20", "nonzero"]
     assert abs(present_axes(pruned)[-1].value(pruned[0]) - (100 * 20 / (110 // 4)) ** 0.5) < 1e-12
+
+
+def test_a_narrow_axis_gives_no_power_law():
+    """x spanning less than MIN_SPREAD (an axis moving only through an estimate) is not fitted; the same
+    points spread over a factor 4 are, with the exponent numpy's polyfit gives."""
+    from robustlaw.analysis import MIN_SPREAD, fit_power_law
+
+    y = [1.0, 2.0, 3.0, 5.0]
+    assert fit_power_law([1.0, 1.05, 1.1, MIN_SPREAD * 0.99], y) is None
+    x = [1.0, 2.0, 3.0, 4.0]
+    fit = fit_power_law(x, y)
+    assert abs(fit.exponent - np.polyfit(np.log(x), np.log(y), 1)[0]) < 1e-12
+
+
+def test_a_pruned_nets_density_is_a_size_knob_not_a_series():
+    """Density changes the non-zero count at a fixed P: the x axis shows it, so it does not split series
+    (the mask source does)."""
+    from robustlaw.analysis import split_fields
+
+    def rec(mask, density, nonzero):
+        spec = {"model": {"family": "pruned", "options": {"mask": mask, "density": density}}}
+        return {"status": "ok", "spec": json.dumps(spec), "P": 2200, "nonzero": nonzero, "depth": 2}
+
+    records = [rec(m, dens, int(2000 * dens) + 200) for m in ("random", "snip") for dens in (0.1, 0.4)]
+    assert split_fields(records) == ["model.mask"]

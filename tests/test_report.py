@@ -29,7 +29,7 @@ def test_report_embeds_the_figure_table_exponent_and_failures(tmp_path):
 
 def test_report_with_too_few_runs_says_so(tmp_path):
     page = write_report(rows()[:2], tmp_path).read_text()
-    assert "too few fitted runs" in page
+    assert "no fit (fewer than 3 fitted runs" in page
 
 
 def sweep_rows(sweep, scale, exponent):

@@ -68,14 +68,20 @@ def _usable(x, y, positive: bool) -> tuple[np.ndarray, np.ndarray]:
     return x[ok][order], y[ok][order]
 
 
+#: the least spread max(x) / min(x) a power-law fit needs: below it the exponent is noise (an axis that
+#: moves only through an estimate, such as d_eff at a fixed P)
+MIN_SPREAD = 1.25
+
+
 def fit_power_law(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> PowerLawFit | None:
-    """Least-squares fit of log y on log x; None if fewer than 3 usable points or one distinct x.
+    """Least-squares fit of log y on log x; None if fewer than 3 usable points or x spans less than a
+    factor :data:`MIN_SPREAD`.
 
     The (x, y) pairs are sorted first, so the same points in any order give the same fit and the
     same bootstrap interval (the resampling draws indices)."""
     x, y = _usable(x, y, positive=True)
     lx, ly = np.log(x), np.log(y)
-    if len(lx) < 3 or np.ptp(lx) == 0:
+    if len(lx) < 3 or np.ptp(lx) < np.log(MIN_SPREAD):
         return None
     slope, intercept = np.polyfit(lx, ly, 1)
     rng = np.random.default_rng(seed)
@@ -169,13 +175,14 @@ def facets(record: dict) -> dict[str, object]:
 
 
 def _is_size_knob(field: str, rows: list[dict], table: list[dict], varying: list[str]) -> bool:
-    """A numeric model option along which P changes with every other varying field fixed."""
+    """A numeric model option along which P or the non-zero count changes with every other varying field
+    fixed (a width, a CNN's channels, a pruned net's density)."""
     if not field.startswith("model.") or not all(_numeric(t.get(field)) for t in table):
         return False
     groups: dict[tuple, set] = {}
     for row, t in zip(rows, table):
-        groups.setdefault(tuple(str(t.get(f)) for f in varying if f != field), set()).add(row.get("P"))
-    return any(len(ps) > 1 for ps in groups.values())
+        groups.setdefault(tuple(str(t.get(f)) for f in varying if f != field), set()).add((row.get("P"), row.get("nonzero")))
+    return any(len(sizes) > 1 for sizes in groups.values())
 
 
 def _numeric(value) -> bool:

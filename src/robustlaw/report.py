@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlaw.analysis import (AXES, LAW_EXPONENT, Axis, LineFit, by_series, collapses, law_fit, present_axes,
+from robustlaw.analysis import (AXES, LAW_EXPONENT, MIN_SPREAD, Axis, LineFit, by_series, collapses, law_fit, present_axes,
                                 series_name, split_fields)
 
 TABLE_COLUMNS = [("sweep", "sweep"), ("series", "series"), ("n", "n"), ("d", "d"), ("widths", "widths"),
@@ -75,7 +75,7 @@ def exponent_lines(records: list[dict], axes: list[str] | None = None) -> list[s
         for name, rows in groups.items():
             lower, upper = law_fit(rows, "lip_lower", axis.name), law_fit(rows, "lip_upper", axis.name)
             if lower is None:
-                lines.append(f"{name} against {axis.label}: too few fitted runs for a fit")
+                lines.append(f"{name} against {axis.label}: no fit (fewer than 3 fitted runs, or x spans less than {MIN_SPREAD}x)")
                 continue
             line = f"{name}: Lip lower bound against {axis.label}: {fit_text(lower)}"
             if upper is not None and not isinstance(upper, LineFit):
