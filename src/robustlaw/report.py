@@ -22,8 +22,8 @@ import numpy as np
 from robustlaw.analysis import (AXES, LAW_EXPONENT, MIN_SPREAD, Axis, LineFit, by_series, collapses, law_fit, present_axes,
                                 series_name, split_fields)
 
-TABLE_COLUMNS = [("sweep", "sweep"), ("series", "series"), ("n", "n"), ("d", "d"), ("widths", "widths"),
-                 ("depth", "depth"), ("P", "P"), ("seed", "seed"), ("reached", "fit"), ("train_max_err", "max err"),
+TABLE_COLUMNS = [("sweep", "sweep"), ("series", "series"), ("n", "n"), ("d", "d"), ("d_eff", "d_eff"),
+                 ("widths", "widths"), ("depth", "depth"), ("P", "P"), ("nonzero", "nonzero"), ("seed", "seed"), ("reached", "fit"), ("train_max_err", "max err"),
                  ("lip_lower", "Lip lower"), ("lip_upper", "Lip upper"), ("grad_mean_train", "mean |grad|"),
                  ("law_scale", "sqrt(nd/P)"), ("bln20", "sqrt(n/k)"), ("bs21_lip_lower", "BS21 (10)"),
                  ("lip_floor", "floor")]
@@ -262,12 +262,16 @@ def section_html(section: ReportSection, axes: list[str] | None, pngs: dict[str,
         figures.append(f"<h3>Against {html.escape(axis.label)}</h3><p>{html.escape(axis.source)}.</p>"
                        + _img(png, f"{section.name}: Lipschitz constant against {axis.label}"))
     err_rows = "".join(f"<li>run {html.escape(r['key'])}: {html.escape(r.get('error') or '')}</li>" for r in errors)
+    infinite = [r for r in ok if r.get("lip_lower") is not None and not np.isfinite(r["lip_lower"])]
+    jumps = (f"<p>{len(infinite)} runs have an infinite certified Lipschitz constant (the model jumps inside the "
+             "domain, e.g. a linearised ReLU net across an initial hyperplane): not drawn and not fitted; their "
+             "mean gradient is in the table.</p>") if infinite else ""
     return (f"<h2>Sweep {html.escape(section.name)}</h2><p>{html.escape(section.description)}</p>"
             f"<p>Series: {len(section.series)}, split by {html.escape(', '.join(split_fields(records)) or 'nothing')}"
             f". Fits of the lower bound against each axis as drawn (power laws on log axes, with 95% bootstrap "
             f"intervals; the law predicts alpha = {LAW_EXPONENT:g} for the smoothest interpolator; BLN20's axis "
             f"is linear and fitted by straight lines, its frame set by the lower bounds: a certificate above it "
-            f"runs off the top):</p><ul>{fits}</ul>" + "".join(figures)
+            f"runs off the top):</p><ul>{fits}</ul>" + jumps + "".join(figures)
             + f"<h3>Runs ({len(ok)} completed, {len(errors)} failed)</h3>" + _table(records)
             + (f"<h3>Failed runs</h3><ul>{err_rows}</ul>" if errors else ""))
 
