@@ -146,8 +146,9 @@ class LipschitzMethod(Protocol):
 
 METHODS: Registry[LipschitzMethod] = Registry("Lipschitz method", "--method")
 
-#: the order in which :func:`certify` runs the methods
-EXACT, SEARCH, WALK, CERTIFICATE, REFINE = range(5)
+#: the order in which :func:`certify` runs the methods: structural certificates (cheap, and exact on the
+#: constructions they read) before the general relaxations, so a bracket they settle costs no SDP
+EXACT, SEARCH, WALK, STRUCTURE, CERTIFICATE, REFINE = range(6)
 
 
 # ----------------------------------------------------------------------------- exact
@@ -283,15 +284,16 @@ class Effort:
 class UpperCertificate:
     """A certificate of a network on a domain: ``fn(net, domain, effort) -> float`` (see :class:`Effort`).
     ``when(net)`` says which networks it applies to; ``fallback_for`` names a certificate it only stands in
-    for (it runs where that one gave no finite bound). Registered certificates are also what a domain
-    certified piece by piece (local balls) uses on each piece."""
+    for (it runs where that one gave no finite bound). ``stage``: :data:`STRUCTURE` for cheap certificates
+    that read a network's structure. A certificate does not run once the bracket is exact. Registered
+    certificates are also what a domain certified piece by piece (local balls) uses on each piece."""
 
     name: str
     fn: Any
     when: Any = None
     fallback_for: str | None = None
+    stage: int = CERTIFICATE
     side: ClassVar[str] = "upper"
-    stage: ClassVar[int] = CERTIFICATE
 
     def applies(self, problem: Problem) -> bool:
         return problem.net is not None and (self.when is None or self.when(problem.net))
@@ -303,6 +305,8 @@ class UpperCertificate:
         return (math.inf if math.isnan(value) else float(value)) * (1 + 1e-9)
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
+        if problem.settled:
+            return []
         if self.fallback_for and any(b.method == self.fallback_for and math.isfinite(b.value) for b in problem.uppers):
             return []
         effort = Effort(budget.until("upper-local" if problem.domain.per_ball else "upper"), budget.split)
