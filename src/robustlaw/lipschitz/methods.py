@@ -262,6 +262,30 @@ class BallWalk:
         return [Bound("lower", math.nan, method, witness=x) for x, method in found]
 
 
+class AnytimeWalk:
+    """Under a time limit, the time the other steps left is not wasted: more rounds of the region walks
+    (:func:`.lower.walk_regions` for two-layer piecewise-linear nets on solid domains, :func:`.lower.walk_grids`
+    otherwise) from the best points so far and fresh random starts, until the deadline or an exact bracket.
+    With a fixed effort (sweeps) it does nothing, so records stay reproducible and sweeps no slower."""
+
+    name, side, stage = "anytime-walk", "lower", REFINE
+
+    def applies(self, problem: Problem) -> bool:
+        return problem.net is not None
+
+    def run(self, problem: Problem, budget: Budget) -> list[Bound]:
+        found, net, rounds = [], problem.net, 0
+        while not (budget.fixed or problem.settled) and budget.left() > 0.5:
+            best = problem.best_points() + [x for x, _ in found[-4:]]
+            if LineWalk().applies(problem):
+                found += lower.walk_regions(net, problem.domain, problem.X, best, problem.rng, budget.deadline)[0]
+            else:
+                found += lower.walk_grids(net, problem.domain, best, problem.rng, budget.deadline)
+            rounds += 1
+        problem.details["anytime_walk_rounds"] = rounds
+        return [Bound("lower", math.nan, method, witness=x) for x, method in found if x is not None]
+
+
 # ----------------------------------------------------------------------------- upper: certificates
 
 
@@ -413,3 +437,4 @@ METHODS.register("shor", UpperCertificate("shor", _shor, _two_layer))
 METHODS.register("lipsdp", UpperCertificate("lipsdp", _lipsdp, _deep))
 METHODS.register("spectral+shor-tail", UpperCertificate("spectral+shor-tail", _shor_tail, _deep, fallback_for="lipsdp"))
 METHODS.register("ball-walk", BallWalk())
+METHODS.register("anytime-walk", AnytimeWalk())
