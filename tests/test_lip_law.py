@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustlaw.lipschitz import Ball, Sphere, certify, search_lower
+from robustlaw.lipschitz import Ball, Sphere, certify, search_lower, upper_bound
 from robustlaw.lipschitz.lower import neuron_caps
 from robustlaw.lipschitz.network import RELU, Net
 
@@ -82,3 +82,40 @@ def test_lower_search_finds_a_thin_cap_trap(domain):
     target = rim_slope if isinstance(domain, Sphere) else 20.0 * 50.0
     assert low.value >= 0.9 * target - background
     assert domain.contains(low.witness)
+
+
+def test_a_thin_cap_on_the_sphere_is_certified_by_its_tangential_slope():
+    rng = np.random.default_rng(3)
+    net, v, rim_slope, background = trap_net(rng)
+    sphere = Sphere(1.0)
+    b = upper_bound(net, sphere, methods=["cap-overlap", "spectral", "path"])
+    assert b.method == "cap-overlap"
+    assert b.value <= rim_slope + background  # the ball's bound is ~20 x 50 = 1000
+    # brute force: tangential slopes at many points of the cap (and on its rim), none above the certificate
+    p = rng.standard_normal((20000, 12))
+    p -= (p @ v)[:, None] * v
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    cos = 1 - 2e-3 * rng.uniform(0, 1, (20000, 1)) ** 0.1
+    x = cos * v + np.sqrt(1 - cos**2) * p
+    slopes = np.linalg.norm(sphere.tangential_np(x, net.gradients(x)), axis=1)
+    assert slopes.max() <= b.value
+    assert slopes.max() >= 0.95 * rim_slope - background
+    assert b.value <= 1.2 * slopes.max()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tangential_cap_overlap_bound_is_sound_on_dense_samples_of_a_sphere(seed):
+    from robustlaw.lipschitz.certificates import overlap_bound
+
+    rng = np.random.default_rng(seed)
+    d, k, R = 3, 12, rng.choice([0.5, 1.0, 2.0])
+    W = rng.standard_normal((k, d)) * rng.uniform(1, 20, (k, 1))
+    depth = rng.uniform(0.0, 0.99, k) * R  # each cap's plane at distance depth from the origin: thin to wide
+    b = -depth * np.linalg.norm(W, axis=1)
+    a = rng.standard_normal(k)
+    net, sphere = Net((W, a[None, :]), (b, np.zeros(1)), (RELU,)), Sphere(R)
+    x = sphere.sample(rng, 100_000, d)
+    found = np.linalg.norm(sphere.tangential_np(x, net.gradients(x)), axis=1).max()
+    bound = overlap_bound(W, b, a, sphere)
+    assert found <= bound * (1 + 1e-9)
+    assert bound < overlap_bound(W, b, a, Ball(R))  # the tangential factor bites

@@ -43,9 +43,11 @@ def overlap_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -
     (1 - lambda) g_l(c) + r ||lambda u_j + (1 - lambda) u_l||] > 0 (minimax over the ball); a grid
     value <= 0 proves them disjoint, so the test errs only towards "overlap" (sound). On R^d it
     is the path norm sum_j |a_j| ||w_j||. Disjoint caps give max_j |a_j| ||w_j||, the exact value.
+    On a sphere each ||w_l|| is replaced by the bound on its tangential part where the neuron is on
+    (:meth:`Domain.active_tangent_factor`), so a thin cap counts its rim's slope, not its normal's.
     """
     norms = np.linalg.norm(W, axis=1)
-    weight = np.abs(a) * norms
+    weight = np.abs(a) * norms * domain.active_tangent_factor(W, b)  # on a sphere: the tangential part only
     ball = domain.bounding_ball(W.shape[1])
     if ball is None:
         return float(weight.sum())
