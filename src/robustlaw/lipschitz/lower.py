@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+# torch.optim imports torch._dynamo at the first optimiser (seconds on a loaded machine): paid here, at import,
+# not inside a time limit
+import torch._dynamo  # noqa: F401
 from torch import nn
 
 from robustlaw.activations import activation_of
@@ -74,8 +77,9 @@ def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: i
         t = rng.uniform(size=(count, 1))
         groups["between-data"] = t * X[i] + (1 - t) * X[j]
     groups["random"] = domain.random_points(rng, count, d)
-    if layer is not None and domain.bounding_ball(d) is not None:
-        groups["neuron-caps"] = neuron_caps(*layer, domain, rng, count)
+    caps = neuron_caps(*layer, domain, rng, count) if layer is not None and domain.bounding_ball(d) is not None else []
+    if len(caps):
+        groups["neuron-caps"] = caps
     return {name: domain.project(torch.as_tensor(v, dtype=dtype)) for name, v in groups.items()}
 
 
