@@ -67,6 +67,7 @@ def cost_curves(out_png: Path) -> list[str]:
     import torch
 
     torch.set_num_threads(1)
+    _certify_seconds(law_nets.gaussian(20, [8], 0), "ball:1")  # warm-up: first-call imports are not the cost
     rows, curves = [], {}
     for label, xs, make in [("two-layer 20-k-1, ball:1 (x = k)", [25, 50, 100, 200, 400, 800],
                              lambda k: law_nets.gaussian(20, [k], 11)),
