@@ -67,9 +67,12 @@ FAMILIES = {
 QUICK = ["tiny d=2 k=100", "tiny d=4 k=40", "medium d=50 k=200", "deep 20-64-64-64-1", "lab d=20 k=20 (trained)"]
 
 # (method, kind) kind: "upper" certificate, "lower" attained value, "estimate" uncertified
-METHODS = [("robustlaw", "bracket"), ("spectral product", "upper"), ("LipSDP-Neuron (CVXOPT)", "upper"),
+METHODS = [("robustlaw", "bracket"), ("robustlaw 5 s", "bracket"), ("spectral product", "upper"), ("LipSDP-Neuron (CVXOPT)", "upper"),
            ("ECLipsE-Fast", "upper"), ("ECLipsE", "upper"), ("random gradients (BLN20, 10^5 pts)", "lower"),
-           ("CLEVER (ART)", "estimate"), ("all-pattern max (bit-flip search)", "floor")]
+           ("CLEVER (ART)", "estimate"), ("all-pattern max (bit-flip search)", "floor"),
+           ("independent search (robustlaw.testing, 50k pts)", "lower")]
+#: methods run unless --methods names them (the 5 s bracket and the independent search are law_bench's)
+DEFAULT_METHODS = [m for m in METHODS if m[0] not in ("robustlaw 5 s", "independent search (robustlaw.testing, 50k pts)")]
 
 
 def _build(family):
@@ -93,11 +96,11 @@ def _job(family, method, time_limit, queue):
     start = time.perf_counter()
     out = {}
     try:
-        if method == "robustlaw":
+        if method.startswith("robustlaw"):
             from robustlaw.lipschitz import LocalBalls, certify, parse_domain
 
             domain = LocalBalls(radius, X) if local else parse_domain(domain_text)
-            b = certify(net, domain, X, y, time_limit=time_limit)
+            b = certify(net, domain, X, y, time_limit=5.0 if method == "robustlaw 5 s" else time_limit)
             out = {"lower": b.lower, "upper": b.upper, "exact": b.exact, "how": f"{b.lower_method} / {b.upper_method}"}
         elif method == "spectral product":
             out = {"upper": peers.spectral_product(net)}
@@ -119,6 +122,12 @@ def _job(family, method, time_limit, queue):
         elif method.startswith("all-pattern"):
             out = ({"upper": peers.all_pattern_floor(net), "how": "what no pattern-relaxing certificate can beat"}
                    if net.depth > 2 else {"skipped": "deep nets only"})
+        elif method.startswith("independent search"):
+            from robustlaw.lipschitz import parse_domain
+            from robustlaw.testing import Case, steepest_found
+
+            case = Case(family, net.to_torch(), parse_domain(domain_text))
+            out = {"lower": steepest_found(case, samples=50_000, rounds=6)[0]}
         elif method.startswith("CLEVER"):
             out = {"estimate": peers.clever(net, radius=radius or 1.0)} if not local else {"skipped": "one ball only"}
     except ImportError as error:
@@ -156,7 +165,7 @@ def main():
     parser.add_argument("--out", type=Path, default=HERE / "lip_results.md")
     args = parser.parse_args()
     families = args.families or (QUICK if args.quick else list(FAMILIES))
-    methods = [m for m in METHODS if args.methods is None or any(m[0].startswith(x) for x in args.methods)]
+    methods = [m for m in METHODS if any(m[0].startswith(x) for x in args.methods)] if args.methods else DEFAULT_METHODS
     lines = ["| family | domain | method | lower | upper / estimate | upper/lower (vs best lower) | exact | time s | "
              "peak MB | notes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for family in families:

@@ -60,4 +60,5 @@ def test_a_time_limit_skips_what_it_cannot_afford_and_a_fixed_effort_skips_nothi
     assert Budget(10.0).affords(1e6) and not Budget(10.0).affords(1e15)
     big = torch.nn.Sequential(torch.nn.Linear(600, 600), torch.nn.ReLU(), torch.nn.Linear(600, 1)).double()
     b = certify(big, time_limit=0.3)
-    assert b.upper_method in ("spectral", "path") and b.lower <= b.upper  # the Shor eigen-problems did not fit
+    # the Shor eigen-problems did not fit (cap-overlap is the path norm on R^d, and runs first: structure stage)
+    assert b.upper_method in ("spectral", "path", "cap-overlap") and b.lower <= b.upper

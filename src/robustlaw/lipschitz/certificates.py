@@ -22,7 +22,7 @@ import torch
 from robustlaw.activations import Poly, ReLU
 from robustlaw.constructions import BumpSum, McShane
 from robustlaw.lipschitz.domain import Domain
-from robustlaw.lipschitz.methods import CERTIFICATE, METHODS, Bound, Budget, Effort, Problem, UpperCertificate
+from robustlaw.lipschitz.methods import METHODS, STRUCTURE, Bound, Budget, Effort, Problem, UpperCertificate
 from robustlaw.lipschitz.network import Net
 
 #: Certificates are computed in float64: multiply by (1 + this) so rounding cannot make them unsound.
@@ -43,9 +43,11 @@ def overlap_bound(W: np.ndarray, b: np.ndarray, a: np.ndarray, domain: Domain) -
     (1 - lambda) g_l(c) + r ||lambda u_j + (1 - lambda) u_l||] > 0 (minimax over the ball); a grid
     value <= 0 proves them disjoint, so the test errs only towards "overlap" (sound). On R^d it
     is the path norm sum_j |a_j| ||w_j||. Disjoint caps give max_j |a_j| ||w_j||, the exact value.
+    On a sphere each ||w_l|| is replaced by the bound on its tangential part where the neuron is on
+    (:meth:`Domain.active_tangent_factor`), so a thin cap counts its rim's slope, not its normal's.
     """
     norms = np.linalg.norm(W, axis=1)
-    weight = np.abs(a) * norms
+    weight = np.abs(a) * norms * domain.active_tangent_factor(W, b)  # on a sphere: the tangential part only
     ball = domain.bounding_ball(W.shape[1])
     if ball is None:
         return float(weight.sum())
@@ -158,7 +160,7 @@ class ModelCertificate:
     """A certificate for one class of model that is not a plain network: ``fn(model) -> float``,
     valid on all of R^d (hence on every domain)."""
 
-    side, stage = "upper", CERTIFICATE
+    side, stage = "upper", STRUCTURE
 
     def __init__(self, name: str, model_type: type, fn):
         self.name, self.model_type, self.fn = name, model_type, fn
@@ -176,9 +178,11 @@ def bumps_bound(model: BumpSum) -> float:
     return op * float(model.heights.abs().max()) / float(model.radius)
 
 
-METHODS.register("cap-overlap", UpperCertificate("cap-overlap", _caps_on(overlap_bound, OVERLAP_MAX_NEURONS), _relu_two_layer))
-METHODS.register("active-count", UpperCertificate("active-count", _caps_on(active_count_bound), _relu_two_layer))
+METHODS.register("cap-overlap", UpperCertificate("cap-overlap", _caps_on(overlap_bound, OVERLAP_MAX_NEURONS), _relu_two_layer,
+                                                     stage=STRUCTURE))
+METHODS.register("active-count", UpperCertificate("active-count", _caps_on(active_count_bound), _relu_two_layer,
+                                                       stage=STRUCTURE))
 METHODS.register("quadratic-form", UpperCertificate(
-    "quadratic-form", lambda net, domain, effort: polynomial_bound(net, domain), _polynomial_net))
+    "quadratic-form", lambda net, domain, effort: polynomial_bound(net, domain), _polynomial_net, stage=STRUCTURE))
 METHODS.register("disjoint-bumps", ModelCertificate("disjoint-bumps", BumpSum, bumps_bound))
 METHODS.register("mcshane", ModelCertificate("mcshane", McShane, lambda model: float(model.lip)))

@@ -85,6 +85,11 @@ class Domain:
         """Points of a chord (:meth:`chord`) moved onto the domain: the identity where chords stay in it."""
         return x
 
+    def active_tangent_factor(self, W: Array, b: Array) -> Array:
+        """Per neuron j, a bound on ||tangential(x, w_j)|| / ||w_j|| over the points x of the domain where
+        w_j . x + b_j >= 0 (what a ReLU neuron adds to the gradient the domain sees): 1, except on a sphere."""
+        return np.ones(len(W))
+
     def bounding_ball(self, d: int) -> tuple[Array, float] | None:
         """A ball (centre, radius) containing the domain, or None for an unbounded one."""
         raise NotImplementedError
@@ -287,6 +292,17 @@ class Sphere(Domain):
 
     def on_domain(self, x: Array) -> Array:
         return self.radius * x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def active_tangent_factor(self, W: Array, b: Array) -> Array:
+        """Where w . x + b >= 0 on the sphere, u . x / R >= t := -b / (||w|| R) (u = w / ||w||), so for t > 0 the
+        tangential part of w has norm ||w|| sqrt(1 - (u . x / R)^2) <= ||w|| sqrt(1 - t^2): a thin cap's neuron
+        is nearly radial where it is on. The radius is taken 1e-6 larger (the slack of a witness on the sphere)
+        and 1e-12 is added under the root, so rounding cannot make the factor too small."""
+        norms = np.linalg.norm(W, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(norms > 0, -b / (norms * self.radius * (1 + 1e-6)), 0.0)
+        t = np.clip(t, 0.0, 1.0)
+        return np.minimum(1.0, np.sqrt(1.0 - t * t + 1e-12))
 
     def bounding_ball(self, d: int) -> tuple[Array, float]:
         return np.zeros(d), self.radius

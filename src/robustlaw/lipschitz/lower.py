@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+# torch.optim imports torch._dynamo at the first optimiser (seconds on a loaded machine): paid here, at import,
+# not inside a time limit
+import torch._dynamo  # noqa: F401
 from torch import nn
 
 from robustlaw.activations import activation_of
@@ -54,8 +57,10 @@ def smoothed(model: nn.Module, beta: float) -> nn.Module:
 
 
 def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: int, rng: np.random.Generator,
-                count: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Starting points by provenance: data, jittered data, segments between data, random domain points."""
+                count: int, dtype: torch.dtype, layer: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Starting points by provenance: data, jittered data, segments between data, random domain points, and
+    (given the first ``layer``'s weights and biases, on a bounded domain) the neurons' caps."""
     groups: dict[str, np.ndarray] = {}
     scale = domain.search_scale(d)
     if X is not None and len(X):
@@ -72,7 +77,34 @@ def _candidates(X: np.ndarray | None, y: np.ndarray | None, domain: Domain, d: i
         t = rng.uniform(size=(count, 1))
         groups["between-data"] = t * X[i] + (1 - t) * X[j]
     groups["random"] = domain.random_points(rng, count, d)
+    caps = neuron_caps(*layer, domain, rng, count) if layer is not None and domain.bounding_ball(d) is not None else []
+    if len(caps):
+        groups["neuron-caps"] = caps
     return {name: domain.project(torch.as_tensor(v, dtype=dtype)) for name, v in groups.items()}
+
+
+def neuron_caps(W: np.ndarray, b: np.ndarray, domain: Domain, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Points where first-layer neurons switch on, however thin their region of the domain: for the ``count``
+    steepest neurons (largest ||w_j||) that are active somewhere in the domain's bounding ball B(c, r), the
+    point of its boundary sphere deepest in the neuron's cap (c + r u_j, u_j = w_j / ||w_j||), and a point
+    of that sphere just inside the cap's rim (where a tangential gradient is largest on a sphere domain).
+    A random point misses a cap of angular radius phi with probability ~ 1 - sin(phi)^(d-1) (BLN20's caps)."""
+    c, r = domain.bounding_ball(W.shape[1])
+    norms = np.linalg.norm(W, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = (W @ c + b) / norms  # signed distance of the centre into each cap
+    live = np.flatnonzero((norms > 0) & (depth > -r))
+    live = live[np.argsort(-norms[live])][:count]
+    if not len(live):
+        return np.zeros((0, W.shape[1]))
+    u = W[live] / norms[live, None]
+    p = rng.standard_normal(u.shape)
+    p -= np.einsum("ij,ij->i", p, u)[:, None] * u
+    p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-300
+    cos_rim = np.clip(-depth[live] / r, -1.0, 1.0)
+    cos_in = np.minimum(1.0, cos_rim + 0.01 * (1.0 - cos_rim))  # 1% of the way from the rim to the centre
+    rim = c + r * (cos_in[:, None] * u + np.sqrt(1.0 - cos_in**2)[:, None] * p)
+    return np.vstack([c + r * u, rim])
 
 
 def ascend(model: nn.Module, starts: torch.Tensor, domain: Domain, steps: int = 100, betas=(5.0, 20.0, 100.0),
@@ -112,7 +144,10 @@ def search_lower(model: nn.Module, domain: Domain = GLOBAL, X: np.ndarray | None
     dtype = next(model.parameters()).dtype
     d = model[0].in_features if isinstance(model, nn.Sequential) else X.shape[1]
     rng = stream(seed, "ascent")
-    groups = _candidates(X, y, domain, d, rng, count, dtype)
+    first = model[0] if isinstance(model, nn.Sequential) and isinstance(model[0], nn.Linear) else None
+    layer = None if first is None else (first.weight.detach().double().numpy(), np.zeros(first.out_features)
+                                        if first.bias is None else first.bias.detach().double().numpy())
+    groups = _candidates(X, y, domain, d, rng, count, dtype, layer)
     scored = {name: gradient_norms(model, pts, domain) for name, pts in groups.items()}
     # ascend from the best starting points of every provenance except pure random ones
     pool = torch.cat([groups[k] for k in groups if k != "random"] or [groups["random"]])

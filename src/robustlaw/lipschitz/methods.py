@@ -146,9 +146,10 @@ class LipschitzMethod(Protocol):
 
 METHODS: Registry[LipschitzMethod] = Registry("Lipschitz method", "--method")
 
-#: the order in which :func:`certify` runs the methods
-EXACT, SEARCH, WALK, CERTIFICATE, REFINE = range(5)
-STAGE_NAMES = ("exact", "search", "walk", "certificate", "refine")
+#: the order in which :func:`certify` runs the methods: structural certificates (cheap, and exact on the
+#: constructions they read) before the general relaxations, so a bracket they settle costs no SDP
+EXACT, SEARCH, WALK, STRUCTURE, CERTIFICATE, REFINE = range(6)
+STAGE_NAMES = ("exact", "search", "walk", "structure", "certificate", "refine")
 
 
 # ----------------------------------------------------------------------------- exact
@@ -262,6 +263,30 @@ class BallWalk:
         return [Bound("lower", math.nan, method, witness=x) for x, method in found]
 
 
+class AnytimeWalk:
+    """Under a time limit, the time the other steps left is not wasted: more rounds of the region walks
+    (:func:`.lower.walk_regions` for two-layer piecewise-linear nets on solid domains, :func:`.lower.walk_grids`
+    otherwise) from the best points so far and fresh random starts, until the deadline or an exact bracket.
+    With a fixed effort (sweeps) it does nothing, so records stay reproducible and sweeps no slower."""
+
+    name, side, stage = "anytime-walk", "lower", REFINE
+
+    def applies(self, problem: Problem) -> bool:
+        return problem.net is not None
+
+    def run(self, problem: Problem, budget: Budget) -> list[Bound]:
+        found, net, rounds = [], problem.net, 0
+        while not (budget.fixed or problem.settled) and budget.left() > 0.5:
+            best = problem.best_points() + [x for x, _ in found[-4:]]
+            if LineWalk().applies(problem):
+                found += lower.walk_regions(net, problem.domain, problem.X, best, problem.rng, budget.deadline)[0]
+            else:
+                found += lower.walk_grids(net, problem.domain, best, problem.rng, budget.deadline)
+            rounds += 1
+        problem.details["anytime_walk_rounds"] = rounds
+        return [Bound("lower", math.nan, method, witness=x) for x, method in found if x is not None]
+
+
 # ----------------------------------------------------------------------------- upper: certificates
 
 
@@ -284,15 +309,16 @@ class Effort:
 class UpperCertificate:
     """A certificate of a network on a domain: ``fn(net, domain, effort) -> float`` (see :class:`Effort`).
     ``when(net)`` says which networks it applies to; ``fallback_for`` names a certificate it only stands in
-    for (it runs where that one gave no finite bound). Registered certificates are also what a domain
-    certified piece by piece (local balls) uses on each piece."""
+    for (it runs where that one gave no finite bound). ``stage``: :data:`STRUCTURE` for cheap certificates
+    that read a network's structure. A certificate does not run once the bracket is exact. Registered
+    certificates are also what a domain certified piece by piece (local balls) uses on each piece."""
 
     name: str
     fn: Any
     when: Any = None
     fallback_for: str | None = None
+    stage: int = CERTIFICATE
     side: ClassVar[str] = "upper"
-    stage: ClassVar[int] = CERTIFICATE
 
     def applies(self, problem: Problem) -> bool:
         return problem.net is not None and (self.when is None or self.when(problem.net))
@@ -304,6 +330,8 @@ class UpperCertificate:
         return (math.inf if math.isnan(value) else float(value)) * (1 + 1e-9)
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
+        if problem.settled:
+            return []
         if self.fallback_for and any(b.method == self.fallback_for and math.isfinite(b.value) for b in problem.uppers):
             return []
         effort = Effort(budget.until("upper-local" if problem.domain.per_ball else "upper"), budget.split)
@@ -410,3 +438,4 @@ METHODS.register("shor", UpperCertificate("shor", _shor, _two_layer))
 METHODS.register("lipsdp", UpperCertificate("lipsdp", _lipsdp, _deep))
 METHODS.register("spectral+shor-tail", UpperCertificate("spectral+shor-tail", _shor_tail, _deep, fallback_for="lipsdp"))
 METHODS.register("ball-walk", BallWalk())
+METHODS.register("anytime-walk", AnytimeWalk())
