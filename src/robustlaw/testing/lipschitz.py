@@ -119,13 +119,14 @@ def cases() -> list[Case]:
         **_constructions(),
     }
     linearised = [c for c in linearised_cases() if c.name in LINEARISED_IN_CASES]
+    assert len(linearised) == len(LINEARISED_IN_CASES), "a renamed linearised case would drop out of the family"
     return [Case(f"{name} on {domain.describe()}", model, domain) for name, (model, domains) in nets.items()
             for domain in domains] + linearised
 
 
 #: the linearised (NTK) models the shared family holds (all of them: :func:`linearised_cases`)
 LINEARISED_IN_CASES = ("ntk 3-12-1 a moved on ball(r=1)", "ntk 3-12-1 all moved on ball(r=1)",
-                       "ntk t^2 3-10-1 all moved on ball(r=0.5)")
+                       "ntk t^2 3-10-1 all moved on ball(r=0.5, centre of norm 0.5385)")
 
 
 def input_dim(model: nn.Module) -> int:
