@@ -64,7 +64,12 @@ class RunSpec:
         self.model.kind.check(self.model, self.data.d)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The spec as its record holds it: everything but ``fit.device``, where the fit ran, which
+        moves results only within floating-point tolerance (docs/ARCHITECTURE.md, "Devices"), so a
+        run fitted on a GPU keeps the key and spec column of the same run on the CPU."""
+        body = dataclasses.asdict(self)
+        del body["fit"]["device"]
+        return body
 
     def key(self) -> str:
         """A hash of everything that determines the record (the sweep name is not part of it)."""

@@ -7,7 +7,8 @@ Spec format (see examples/)::
     [data]    distribution, n, d, labels, sigma, ... and the distribution's own fields (robustlaw.data.DataSpec)
     [model]   family, activation, q and the family's own fields: width | widths | construction, size
               (robustlaw.families.ModelSpec)
-    [fit]     target, tol, eps, lr, max_steps, mode, ... (robustlaw.fitting.FitSpec; mode = "train" | "smooth")
+    [fit]     target, tol, eps, lr, max_steps, mode, device, ... (robustlaw.fitting.FitSpec; mode = "train" |
+              "smooth"; device = "cpu" | "cuda" | "auto", not part of the record)
     [certify] domain, radius                           (robustlaw.experiment.CertifySpec)
 
 A list in place of a value makes that field an axis of the grid (``width = [10, 20, 40]``); for
@@ -24,7 +25,7 @@ to :func:`run_sweep`, which is the single writer of the store.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from collections.abc import Callable
@@ -86,6 +87,11 @@ class SweepSpec:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise RobustlawError(f"{path}: not valid TOML ({error})") from None
         return cls.from_dict(spec)
+
+    def on_device(self, device: str) -> SweepSpec:
+        """This sweep with every run fitted on ``device`` (robustlaw.fitting.DEVICES); records keep their keys."""
+        runs = tuple(replace(r, fit=replace(r.fit, device=device)) for r in self.runs)
+        return replace(self, runs=runs)
 
     @classmethod
     def default(cls) -> SweepSpec:
