@@ -71,7 +71,7 @@ def test_closed_form_smoothing_gradient_matches_double_backprop():
     assert stack.closed_form
     probes = torch.randn(3, 50, 6, generator=torch.Generator().manual_seed(0))
     top = 4
-    value, grads = stack.surrogate_grads(probes, top)
+    value, grads = stack.surrogate_grads(stack.augment(probes), top)
     params = [p.requires_grad_(True) for p in stack.params]
     points = probes.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(stack.forward(stack.augment(points), stack.masks()).sum(), points, create_graph=True)

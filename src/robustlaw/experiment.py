@@ -233,23 +233,48 @@ def failed_record(spec: RunSpec, error: BaseException) -> Record:
     return record
 
 
-def run_group(specs: list[RunSpec]) -> list[dict]:
-    """Run specs that share a batch key: prepare each, fit all in one batch, measure each. A run whose
-    fit or measurement fails is recorded as failed; the others go on."""
+@dataclass
+class Fitted:
+    """A fitted run waiting for its certificate (picklable, so it can be certified in another
+    process): its data and model, its fit (or the exception that stands for it), and its share of
+    the wall time of the batch that prepared and fitted it."""
+
+    run: Prepared
+    result: FitResult | BaseException
+    seconds: float
+
+    def cost(self) -> int:
+        """A proxy of its certification cost, to certify the largest runs first."""
+        return self.run.spec.work()
+
+
+def fit_group(specs: list[RunSpec]) -> list[Fitted]:
+    """Prepare specs that share a batch key and fit them all in one batch."""
     start = time.perf_counter()
     torch.set_num_threads(1)
     prepared = [prepare(s) for s in specs]
     family, fit_spec = specs[0].model.kind, specs[0].fit
     models, fitted = family.fit([p.model for p in prepared], [p.data for p in prepared], fit_spec,
                                 [s.model for s in specs], [s.seed for s in specs])
-    records = []
-    for run, model, result in zip(prepared, models, fitted):
-        run.model = model
-        records.append(_measured(run, result))
-    elapsed = time.perf_counter() - start
-    for record in records:
-        record.seconds = elapsed / len(records)
-    return [r.as_dict() for r in records]
+    share = (time.perf_counter() - start) / len(specs)
+    return [Fitted(dataclasses.replace(run, model=model), result, share)
+            for run, model, result in zip(prepared, models, fitted)]
+
+
+def certify_fitted(item: Fitted) -> dict:
+    """Certify one fitted run and return its record (a failed fit or measurement as a failed record);
+    ``seconds`` is its fit share plus its certification."""
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    record = _measured(item.run, item.result)
+    record.seconds = item.seconds + time.perf_counter() - start
+    return record.as_dict()
+
+
+def run_group(specs: list[RunSpec]) -> list[dict]:
+    """Run specs that share a batch key: prepare each, fit all in one batch, measure each. A run whose
+    fit or measurement fails is recorded as failed; the others go on."""
+    return [certify_fitted(item) for item in fit_group(specs)]
 
 
 def _measured(run: Prepared, result: FitResult | BaseException) -> Record:

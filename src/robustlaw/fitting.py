@@ -290,18 +290,19 @@ class Stack:
     @torch.no_grad()
     def surrogate_grads(self, probes: torch.Tensor, top: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The smooth mode's surrogate for a two-layer ReLU stack without autograd: per model, the
-        mean of the ``top`` largest input-gradient norms |g(p)| at ``probes`` (m, p, d), where
+        mean of the ``top`` largest input-gradient norms |g(p)| at ``probes`` (m, p, d + 1),
+        :meth:`augment` ed, where
         g(p) = W^T (a * 1[W p + b > 0]), and its parameter gradients: d|g|/da_j = s_j W_j . u and
         d|g|/dW_j = s_j a_j u with u = g / |g| (the slopes s are locally constant, so b gets none).
         Double backprop through autograd costs several times more for the same numbers."""
         W1, W2 = self.weights
-        d = probes.shape[-1]
+        d = probes.shape[-1] - self.bias[0]
         head, inner = W2[:, :1, :], W1[:, :d, :]
-        slopes = (torch.bmm(self.augment(probes), W1) > 0).to(W1.dtype)
-        gradients = torch.bmm(slopes * head, inner.transpose(1, 2))
+        z = torch.bmm(probes, W1)
+        gradients = torch.bmm(torch.where(z > 0, head, 0.0), inner.transpose(1, 2))
         norms = (gradients.pow(2).sum(dim=-1) + 1e-12).sqrt()
         values, index = norms.topk(top, dim=1)
-        s = slopes.gather(1, index.unsqueeze(-1).expand(-1, -1, slopes.shape[2]))
+        s = (z.gather(1, index.unsqueeze(-1).expand(-1, -1, z.shape[2])) > 0).to(z.dtype)
         u = gradients.gather(1, index.unsqueeze(-1).expand(-1, -1, d)) / (values.unsqueeze(-1) * top)
         g1, g2 = torch.zeros_like(W1), torch.zeros_like(W2)
         g1[:, :d] = torch.bmm(u.transpose(1, 2), s * head)
@@ -527,11 +528,10 @@ class _Batch:
     def retire(self, finished: torch.Tensor, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """Drop the ``finished`` rows (not all of them); returns ``grads`` cut to the rows kept."""
         keep = torch.nonzero(~finished).flatten()
-        names = ["ids", "host_X", "host_y"] + (["probes"] if self.probes is not None else [])
-        for name in names:
+        for name in ("ids", "host_X", "host_y"):
             setattr(self, name, getattr(self, name)[keep])
         keep_here = keep.to(self.X.device)
-        for name in ("mu", "X", "y", "sigma", "inputs"):
+        for name in ("mu", "X", "y", "sigma", "inputs") + (("probes",) if self.probes is not None else ()):
             setattr(self, name, getattr(self, name)[keep_here])
         self.stack.select(keep_here)
         self.masks = self.stack.masks()
@@ -646,22 +646,24 @@ def _smooth_step(batch: _Batch, spec: FitSpec, generators: dict, step: int, last
 
 
 def _step_probes(batch: _Batch, spec: FitSpec, generators: dict, step: int) -> torch.Tensor:
-    """(m, n + smooth_probes, d): this step's probe points per model, from each model's own stream,
-    drawn a block of steps at a time (:func:`probe_block`) on the host."""
+    """(m, n + smooth_probes, d [+ 1]): this step's probe points per model (:meth:`Stack.augment` ed),
+    from each model's own stream, drawn a block of steps at a time (:func:`probe_block`) on the host."""
     n, d = batch.host_X.shape[1:]
     block = probe_block(n, spec.smooth_probes, d)
     if step % block == 0:
-        batch.probes = torch.stack([
+        batch.probes = batch.stack.augment(torch.stack([
             _probes(batch.host_X[row], batch.host_y[row], spec.smooth_probes, generators[int(i)], block)
-            for row, i in enumerate(batch.ids.tolist())])
-    return batch.probes[:, step % block].to(batch.X.device)
+            for row, i in enumerate(batch.ids.tolist())]).to(batch.X.device))
+    return batch.probes[:, step % block]
 
 
 def _surrogate(batch: _Batch, spec: FitSpec, probes: torch.Tensor) -> torch.Tensor:
-    """Per model, the mean of the ``smooth_top`` largest input-gradient norms at ``probes``, by autograd."""
+    """Per model, the mean of the ``smooth_top`` largest input-gradient norms at ``probes`` (augmented),
+    by autograd."""
     probes = probes.clone().requires_grad_(True)
-    outputs = batch.stack.forward(batch.stack.augment(probes), batch.masks)
+    outputs = batch.stack.forward(probes, batch.masks)
     (grad,) = torch.autograd.grad(outputs.sum(), probes, create_graph=True)
+    grad = grad[..., :probes.shape[-1] - batch.stack.bias[0]]  # not the column of ones
     norms = (grad.pow(2).sum(dim=-1) + 1e-12).sqrt()
     return norms.topk(spec.smooth_top, dim=1).values.mean(dim=1)
 
