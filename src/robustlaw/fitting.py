@@ -9,23 +9,33 @@ A model that never meets its target is recorded with ``reached = False``.
 Modes (``FitSpec.mode``):
 - ``train``: plain full-batch AdamW on the train MSE; a model stops the moment it meets its target.
 - ``smooth``: the law bounds *every* interpolator, so this mode searches for the least-Lipschitz
-  one. After plain training meets the target, it minimises a Lipschitz surrogate -- the mean of
-  the ``smooth_top`` largest input-gradient norms at the data points and at ``smooth_probes``
-  fresh probe points per step (between data of opposite labels, jittered data, uniform in the
-  data ball) -- plus ``mu`` times the fit violation beyond ``tol / 2`` (or beyond 0.9 of the
-  memorise budget), doubling ``mu`` whenever the target is lost (penalty continuation), for
-  ``smooth_steps`` steps of AdamW restarted at ``smooth_lr``. It returns the last iterate that met
-  the target, so a smooth fit meets the same target as plain training.
+  one. It first fits exactly as ``train`` does (the same iterate, bitwise); then every model that
+  met the target minimises a Lipschitz surrogate -- the mean of the ``smooth_top`` largest
+  input-gradient norms at the data points and at ``smooth_probes`` fresh probe points per step
+  (between data of opposite labels, jittered data, uniform in the data ball) -- plus ``mu`` times
+  the fit violation beyond ``tol / 2`` (or beyond 0.9 of the memorise budget), doubling ``mu``
+  whenever the target is lost (penalty continuation), for ``smooth_steps`` steps of a fresh AdamW
+  at ``smooth_lr``. It returns the last iterate that met the target, so a smooth fit meets the same
+  target as plain training. A model that never met the target is not smoothed.
 
 Batching (:class:`Stack`): models of one depth and activation whose hidden widths pad to the same
 multiples of 16 are stacked, zero-padded, and trained with batched matmuls and one elementwise
 AdamW; :func:`fit_many` splits its models into such groups (:func:`padding_groups`), since a
-reduction over a longer padded width is blocked differently by the matrix kernels. A model leaves
-the batch when it is done. The layout keeps every real unit's arithmetic identical whatever the
-batch size and batch mates, per-model scalars (learning rates, bias corrections) are computed in
-Python floats, and every random choice a model makes comes from its own seed, so a model's result
-is bitwise the same alone or batched, in any order, in both modes. Two-layer ReLU nets in train
-mode get their gradient in closed form (:meth:`Stack.mse_grads`), the rest by autograd.
+reduction over a longer padded width is blocked differently by the matrix kernels. Each phase
+starts all its models together (the smoothing phase takes the fitted models of the batch at once),
+so the step count, rates and bias corrections are shared Python floats, and a model leaves the
+batch at the check step where it is done: while fitting, when it meets the target or runs out of
+steps; while smoothing, after exactly ``smooth_steps`` steps, when its batch mates are done too. The
+layout keeps every real unit's arithmetic identical whatever the batch size and batch mates, and
+every random choice a model makes comes from its own seed (its probe points are drawn in blocks of
+steps whose size depends only on the data shape, :func:`probe_block`), so a model's result is
+bitwise the same alone or batched, in any order, in both modes. Two-layer ReLU nets get their
+gradients in closed form in both phases (:meth:`Stack.mse_grads`, :meth:`Stack.surrogate_grads`),
+the rest by autograd (double backprop for the surrogate).
+
+Devices (``FitSpec.device``): the stacks live on the CPU or a CUDA device; probe points are drawn
+on the host from the same streams either way, so a GPU fit differs from the CPU one only by the
+rounding of its kernels (docs/ARCHITECTURE.md, "Devices").
 """
 
 from __future__ import annotations
