@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pickle
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -242,6 +243,14 @@ class Fitted:
     run: Prepared
     result: FitResult | BaseException
     seconds: float
+
+    def __getstate__(self) -> dict:
+        # plain pickle, tensors by value: between processes torch would pass each tensor as a
+        # shared-memory file descriptor, held open in the driver until the run is certified
+        return {"blob": pickle.dumps((self.run, self.result, self.seconds))}
+
+    def __setstate__(self, state: dict) -> None:
+        self.run, self.result, self.seconds = pickle.loads(state["blob"])
 
     def cost(self) -> int:
         """A proxy of its certification cost, to certify the largest runs first."""
