@@ -118,3 +118,30 @@ def test_run_with_cuda_absent_stops_with_one_line(tmp_path):
     result = CliRunner().invoke(main, ["run", "--device", "cuda", "--out", str(tmp_path / "out")])
     assert result.exit_code != 0 and "fit.device: cuda asked for" in str(result.exception or result.output)
     assert not (tmp_path / "out" / "results.db").exists()
+
+
+def test_a_sweep_certifies_each_fitted_run_as_its_own_task_largest_first(tmp_path):
+    from multiprocessing.reduction import ForkingPickler
+
+    from robustlaw.experiment import Fitted, certify_fitted
+    from robustlaw.store import Store
+    from robustlaw.sweep import LocalExecutor, SweepSpec, run_sweep, safe_fit_group
+
+    class Logged(LocalExecutor):
+        rounds = []
+
+        def map_unordered(self, fn, tasks):
+            self.rounds.append((fn, tasks))
+            # every task crosses a process boundary in a real pool: so does it here
+            return super().map_unordered(fn, [ForkingPickler.loads(bytes(ForkingPickler.dumps(t))) for t in tasks])
+
+    sweep = SweepSpec.from_dict({"name": "t", "seeds": [0, 1], "data": {"n": 24, "d": 6},
+                                 "model": {"width": [4, 20, 40]}, "fit": {"tol": 0.1, "max_steps": 300}})
+    with Store(tmp_path / "r.db") as store:
+        records = run_sweep(sweep, store, Logged(1))
+    (fit_fn, batches), (certify_fn, items) = Logged.rounds
+    assert fit_fn is safe_fit_group and certify_fn is certify_fitted
+    assert sum(len(b) for b in batches) == 6 and len(batches) < 6  # fitted in batches ...
+    assert len(items) == 6 and all(isinstance(i, Fitted) for i in items)  # ... certified one run per task
+    assert [i.cost() for i in items] == sorted((i.cost() for i in items), reverse=True)
+    assert len(records) == 6 and all(r["status"] == "ok" for r in records)
