@@ -28,7 +28,9 @@ from robustlaw.theory import bln20_lip, bs21_lip_lower, law_scale
 
 #: bump when a change alters what a spec's record holds, so stale records are not reused.
 #: 2: typed Record (one schema for ok and failed runs), specs with per-variant options, P, J from the family.
-RECORD_VERSION = 2
+#: 3: the smooth mode fits as the train mode does, then smooths all its met models together (closed-form
+#:    surrogate gradient, probes drawn in blocks), so smooth-mode records differ from version 2's.
+RECORD_VERSION = 3
 
 
 @dataclass(frozen=True)
