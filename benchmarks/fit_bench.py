@@ -3,6 +3,8 @@ and how the cost of a training step grows with n, k and d.
 
     PYTHONPATH=src python benchmarks/fit_bench.py all        # everything (~2-4 min on 2 cores)
     PYTHONPATH=src python benchmarks/fit_bench.py peak|sweep|baseline|scaling
+    PYTHONPATH=src python benchmarks/fit_bench.py table [REPEATS [GRID...]]   # the side-by-side fitting table
+    PYTHONPATH=src python benchmarks/fit_bench.py certify-scaling             # certification time against k
 
 Numbers go to benchmarks/README.md; the scaling figure to benchmarks/fit_scaling.png.
 """
@@ -82,6 +84,84 @@ def baseline(sweep: SweepSpec, threads: int | None = None) -> dict:
     return {"runs": len(sweep.runs), "reached": reached, "wall": time.perf_counter() - start}
 
 
+def loop_fit(sweep: SweepSpec) -> dict:
+    """robustlaw's own fitting one model at a time (``fit_many`` on each run alone, one thread, one
+    process): the same algorithm as the batched fit, so the same models bitwise, smoothing included."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    out = [pair for run in sweep.runs for pair in fit_task([run])]
+    return {"runs": len(out), "reached": sum(r for r, _ in out), "wall": time.perf_counter() - start}
+
+
+def _train_only() -> SweepSpec:
+    spec = _default_dict()
+    return SweepSpec.from_dict({**spec, "fit": {**spec["fit"], "mode": "train"}})
+
+
+GRIDS = {
+    "train-only default (30 runs)": _train_only,
+    "6 large runs (n=2000, d=100, k=100..400)": lambda: SweepSpec.from_dict({
+        "name": "big", "seeds": [0, 1], "data": {"n": 2000, "d": 100}, "model": {"width": [100, 200, 400]},
+        "fit": {"tol": 0.1, "max_steps": 300}}),
+    "shipped default, train + smooth (60 runs)": SweepSpec.default,
+}
+
+
+def _default_dict() -> dict:
+    import tomllib
+
+    from robustlaw.sweep import default_spec_text
+
+    return tomllib.loads(default_spec_text())
+
+
+def table(repeats: int = 3, grids: list[str] | None = None) -> list[dict]:
+    """The fitting table of benchmarks/README.md: for each grid, ``repeats`` rounds of the three
+    contenders side by side (torch.optim loop, robustlaw one model at a time, robustlaw batched on
+    every core), so the ratios compare runs made under the same load."""
+    cores = os.cpu_count() or 1
+    rows = []
+    for name, make in GRIDS.items():
+        if grids and not any(g in name for g in grids):
+            continue
+        sweep = make()
+        for rep in range(repeats):
+            torch_loop = baseline(sweep, 1)
+            ours_alone = loop_fit(sweep)
+            batched = sweep_fit(sweep, cores)
+            row = {"grid": name, "rep": rep, "torch_loop_wall": torch_loop["wall"],
+                   "torch_loop_reached": torch_loop["reached"], "alone_wall": ours_alone["wall"],
+                   "alone_reached": ours_alone["reached"], "batched_wall": batched["wall"],
+                   "batched_reached": batched["reached"], "runs": batched["runs"],
+                   "speedup_vs_torch_loop": torch_loop["wall"] / batched["wall"],
+                   "speedup_vs_alone": ours_alone["wall"] / batched["wall"], "useful_gflop": batched["flops"] / 1e9}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def certify_scaling(widths=(10, 20, 40, 80, 160, 320)) -> dict:
+    """Certification time (the sweep's fixed effort, unit ball) of a default-spec run (n=200, d=20,
+    seed 0, train mode) against its width k, with the log-log slope."""
+    from dataclasses import replace
+
+    from robustlaw.experiment import certify_fitted, fit_group
+
+    torch.set_num_threads(1)
+    run = next(r for r in _train_only().runs if r.seed == 0)
+    seconds = []
+    for k in widths:
+        spec = replace(run, model=replace(run.model, options=replace(run.model.options, width=k)))
+        (item,) = fit_group([spec])
+        start = time.perf_counter()
+        record = certify_fitted(item)
+        seconds.append(time.perf_counter() - start)
+        print(json.dumps({"k": k, "certify_seconds": seconds[-1], "bracket": [record["lip_lower"], record["lip_upper"]]}),
+              flush=True)
+    slope = float(np.polyfit(np.log(widths), np.log(seconds), 1)[0])
+    return {"k": list(widths), "seconds": seconds, "slope": slope}
+
+
 def step_time(n: int, k: int, d: int, steps: int = 40) -> float:
     """Seconds per full-batch step of one two-layer net (budget target, no early stop)."""
     rng = np.random.default_rng(0)
@@ -156,6 +236,10 @@ def main(what: str) -> None:
             base["speedup_of_batched"] = base["wall"] / ours["wall"]
             print(json.dumps({f"baseline_default_fit (torch threads={threads})": base}))
         torch.set_num_threads(1)
+    if what == "table":
+        table(int(sys.argv[2]) if len(sys.argv) > 2 else 3, sys.argv[3:] or None)
+    if what == "certify-scaling":
+        print(json.dumps({"certify_scaling": certify_scaling()}))
     if what in ("scaling", "all"):
         print(json.dumps({"scaling": scaling()}))
 

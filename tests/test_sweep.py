@@ -13,7 +13,7 @@ import pytest
 
 import robustlaw.sweep as sweep_module
 from robustlaw.errors import SpecError
-from robustlaw.experiment import run_group
+from robustlaw.experiment import fit_group, run_group
 from robustlaw.store import Store
 from robustlaw.sweep import LocalExecutor, SweepSpec, batches, run_sweep
 
@@ -65,9 +65,9 @@ def test_a_run_that_raises_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypat
     def flaky(specs):
         if any(s.model.options.width == 8 for s in specs):
             raise RuntimeError("boom")
-        return run_group(specs)
+        return fit_group(specs)
 
-    monkeypatch.setattr(sweep_module, "run_group", flaky)
+    monkeypatch.setattr(sweep_module, "fit_group", flaky)
     with Store(tmp_path / "r.db") as store:
         records = run_sweep(sweep, store, LocalExecutor(1))
     by_width = {}

@@ -139,9 +139,12 @@ def main():
               "start a local Ray instance.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Worker processes, one thread each (default: all cores); for a local Ray instance, its CPUs.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default=None,
+              help="Fit on this device (default: the spec's fit.device, cpu); auto: cuda when present.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object on stdout (paths, run counts, exponents); progress goes to stderr.")
-def run(spec: Path | None, out: Path, executor: str, address: str | None, workers: int | None, as_json: bool):
+def run(spec: Path | None, out: Path, executor: str, address: str | None, workers: int | None, device: str | None,
+        as_json: bool):
     """Run the sweep in SPEC (a TOML file; default: the embedded BLN20 sphere sweep).
 
     Records go to OUT/results.db as they finish; re-running skips finished runs, so an
@@ -154,6 +157,7 @@ def run(spec: Path | None, out: Path, executor: str, address: str | None, worker
     from robustlaw.sweep import SweepSpec, make_executor
 
     sweep = SweepSpec.from_toml(spec) if spec else SweepSpec.default()
+    sweep = sweep.on_device(device) if device else sweep
     pool = make_executor(executor, workers, address)
     db = out / "results.db"
     start = time.perf_counter()

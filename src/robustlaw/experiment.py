@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pickle
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,7 +30,9 @@ from robustlaw.theory import bln20_lip, bs21_lip_lower, law_scale
 
 #: bump when a change alters what a spec's record holds, so stale records are not reused.
 #: 2: typed Record (one schema for ok and failed runs), specs with per-variant options, P, J from the family.
-#: 3: every run's d_eff (TwoNN), law_scale_deff and data_scaling; data.flip in every spec.
+#: 3: every run's d_eff (TwoNN), law_scale_deff and data_scaling; data.flip in every spec; the smooth mode
+#:    fits as the train mode does, then smooths all its met models together (closed-form surrogate
+#:    gradient, probes drawn in blocks), so smooth-mode records differ from version 2's.
 RECORD_VERSION = 3
 #: d_eff is TwoNN on at most this many of the run's inputs (a seeded subsample above it): O(m^2 d) work.
 D_EFF_MAX_POINTS = 2000
@@ -72,7 +75,12 @@ class RunSpec:
             check_run(self.model, self.data.n, self.data.d, self.fit)
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The spec as its record holds it: everything but ``fit.device``, where the fit ran, which
+        moves results only within floating-point tolerance (docs/ARCHITECTURE.md, "Devices"), so a
+        run fitted on a GPU keeps the key and spec column of the same run on the CPU."""
+        body = dataclasses.asdict(self)
+        del body["fit"]["device"]
+        return body
 
     def key(self) -> str:
         """A hash of everything that determines the record (the sweep name is not part of it)."""
@@ -257,23 +265,56 @@ def failed_record(spec: RunSpec, error: BaseException) -> Record:
     return record
 
 
-def run_group(specs: list[RunSpec]) -> list[dict]:
-    """Run specs that share a batch key: prepare each, fit all in one batch, measure each. A run whose
-    fit or measurement fails is recorded as failed; the others go on."""
+@dataclass
+class Fitted:
+    """A fitted run waiting for its certificate (picklable, so it can be certified in another
+    process): its data and model, its fit (or the exception that stands for it), and its share of
+    the wall time of the batch that prepared and fitted it."""
+
+    run: Prepared
+    result: FitResult | BaseException
+    seconds: float
+
+    def __getstate__(self) -> dict:
+        # plain pickle, tensors by value: between processes torch would pass each tensor as a
+        # shared-memory file descriptor, held open in the driver until the run is certified
+        return {"blob": pickle.dumps((self.run, self.result, self.seconds))}
+
+    def __setstate__(self, state: dict) -> None:
+        self.run, self.result, self.seconds = pickle.loads(state["blob"])
+
+    def cost(self) -> int:
+        """A proxy of its certification cost, to certify the largest runs first."""
+        return self.run.spec.work()
+
+
+def fit_group(specs: list[RunSpec]) -> list[Fitted]:
+    """Prepare specs that share a batch key and fit them all in one batch."""
     start = time.perf_counter()
     torch.set_num_threads(1)
     prepared = [prepare(s) for s in specs]
     family, fit_spec = specs[0].model.kind, specs[0].fit
     models, fitted = family.fit([p.model for p in prepared], [p.data for p in prepared], fit_spec,
                                 [s.model for s in specs], [s.seed for s in specs])
-    records = []
-    for run, model, result in zip(prepared, models, fitted):
-        run.model = model
-        records.append(_measured(run, result))
-    elapsed = time.perf_counter() - start
-    for record in records:
-        record.seconds = elapsed / len(records)
-    return [r.as_dict() for r in records]
+    share = (time.perf_counter() - start) / len(specs)
+    return [Fitted(dataclasses.replace(run, model=model), result, share)
+            for run, model, result in zip(prepared, models, fitted)]
+
+
+def certify_fitted(item: Fitted) -> dict:
+    """Certify one fitted run and return its record (a failed fit or measurement as a failed record);
+    ``seconds`` is its fit share plus its certification."""
+    start = time.perf_counter()
+    torch.set_num_threads(1)
+    record = _measured(item.run, item.result)
+    record.seconds = item.seconds + time.perf_counter() - start
+    return record.as_dict()
+
+
+def run_group(specs: list[RunSpec]) -> list[dict]:
+    """Run specs that share a batch key: prepare each, fit all in one batch, measure each. A run whose
+    fit or measurement fails is recorded as failed; the others go on."""
+    return [certify_fitted(item) for item in fit_group(specs)]
 
 
 def _measured(run: Prepared, result: FitResult | BaseException) -> Record:

@@ -9,23 +9,33 @@ A model that never meets its target is recorded with ``reached = False``.
 Modes (``FitSpec.mode``):
 - ``train``: plain full-batch AdamW on the train MSE; a model stops the moment it meets its target.
 - ``smooth``: the law bounds *every* interpolator, so this mode searches for the least-Lipschitz
-  one. After plain training meets the target, it minimises a Lipschitz surrogate -- the mean of
-  the ``smooth_top`` largest input-gradient norms at the data points and at ``smooth_probes``
-  fresh probe points per step (between data of opposite labels, jittered data, uniform in the
-  data ball) -- plus ``mu`` times the fit violation beyond ``tol / 2`` (or beyond 0.9 of the
-  memorise budget), doubling ``mu`` whenever the target is lost (penalty continuation), for
-  ``smooth_steps`` steps of AdamW restarted at ``smooth_lr``. It returns the last iterate that met
-  the target, so a smooth fit meets the same target as plain training.
+  one. It first fits exactly as ``train`` does (the same iterate, bitwise); then every model that
+  met the target minimises a Lipschitz surrogate -- the mean of the ``smooth_top`` largest
+  input-gradient norms at the data points and at ``smooth_probes`` fresh probe points per step
+  (between data of opposite labels, jittered data, uniform in the data ball) -- plus ``mu`` times
+  the fit violation beyond ``tol / 2`` (or beyond 0.9 of the memorise budget), doubling ``mu``
+  whenever the target is lost (penalty continuation), for ``smooth_steps`` steps of a fresh AdamW
+  at ``smooth_lr``. It returns the last iterate that met the target, so a smooth fit meets the same
+  target as plain training. A model that never met the target is not smoothed.
 
 Batching (:class:`Stack`): models of one depth and activation whose hidden widths pad to the same
 multiples of 16 are stacked, zero-padded, and trained with batched matmuls and one elementwise
 AdamW; :func:`fit_many` splits its models into such groups (:func:`padding_groups`), since a
-reduction over a longer padded width is blocked differently by the matrix kernels. A model leaves
-the batch when it is done. The layout keeps every real unit's arithmetic identical whatever the
-batch size and batch mates, per-model scalars (learning rates, bias corrections) are computed in
-Python floats, and every random choice a model makes comes from its own seed, so a model's result
-is bitwise the same alone or batched, in any order, in both modes. Two-layer ReLU nets in train
-mode get their gradient in closed form (:meth:`Stack.mse_grads`), the rest by autograd.
+reduction over a longer padded width is blocked differently by the matrix kernels. Each phase
+starts all its models together (the smoothing phase takes the fitted models of the batch at once),
+so the step count, rates and bias corrections are shared Python floats, and a model leaves the
+batch at the check step where it is done: while fitting, when it meets the target or runs out of
+steps; while smoothing, after exactly ``smooth_steps`` steps, when its batch mates are done too. The
+layout keeps every real unit's arithmetic identical whatever the batch size and batch mates, and
+every random choice a model makes comes from its own seed (its probe points are drawn in blocks of
+steps whose size depends only on the data shape, :func:`probe_block`), so a model's result is
+bitwise the same alone or batched, in any order, in both modes. Two-layer ReLU nets get their
+gradients in closed form in both phases (:meth:`Stack.mse_grads`, :meth:`Stack.surrogate_grads`),
+the rest by autograd (double backprop for the surrogate).
+
+Devices (``FitSpec.device``): the stacks live on the CPU or a CUDA device; probe points are drawn
+on the host from the same streams either way, so a GPU fit differs from the CPU one only by the
+rounding of its kernels (docs/ARCHITECTURE.md, "Devices").
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ from robustlaw.models import Network
 from robustlaw.seeding import torch_stream
 
 MODES = ("train", "smooth")
+#: where fitting runs: "auto" is cuda when torch sees a CUDA device, else cpu
+DEVICES = ("cpu", "cuda", "auto")
 
 
 @dataclass(frozen=True)
@@ -74,13 +86,21 @@ class Target:
         budget = sigma**2 - self.eps
         return residual.shape[1] * torch.relu((residual**2).mean(dim=1) - 0.9 * budget).pow(2)
 
+    def violation_grad(self, residual: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The derivative of :meth:`violation` with respect to each residual, (m, n)."""
+        if self.kind == "interpolate":
+            return 2 * torch.relu(residual.abs() - self.tol / 2) * residual.sign()
+        budget = sigma**2 - self.eps
+        return 4 * torch.relu((residual**2).mean(dim=1) - 0.9 * budget).unsqueeze(1) * residual
+
 
 @dataclass(frozen=True)
 class FitSpec:
     """How to train: the target, full-batch AdamW (``lr``, decoupled ``weight_decay``, cosine decay
     to lr/100 over ``max_steps``), checked every ``check_every`` steps; and the ``mode`` (train or
     smooth, see the module docstring) with the smooth phase's ``smooth_steps``, ``smooth_lr``,
-    ``smooth_mu``, ``smooth_probes`` and ``smooth_top``."""
+    ``smooth_mu``, ``smooth_probes`` and ``smooth_top``; and the ``device`` (cpu, cuda or auto) it
+    runs on, which is not part of a run's record (see :meth:`robustlaw.experiment.RunSpec.as_dict`)."""
 
     target: str = "interpolate"
     tol: float = 0.1
@@ -95,6 +115,7 @@ class FitSpec:
     smooth_mu: float = 1.0
     smooth_probes: int = 256
     smooth_top: int = 1
+    device: str = "cpu"
 
     def __post_init__(self):
         Target(self.target, self.tol, self.eps)
@@ -114,6 +135,15 @@ class FitSpec:
                 "smooth needs a target to keep while smoothing (interpolate or memorise), not budget")
         require(self.smooth_top <= self.smooth_probes, "fit.smooth_top",
                 f"must be <= fit.smooth_probes ({self.smooth_probes}), got {self.smooth_top}")
+        require(self.device in DEVICES, "fit.device", f"unknown device {self.device!r} (known: {', '.join(DEVICES)})")
+        require(self.device != "cuda" or torch.cuda.is_available(), "fit.device",
+                "cuda asked for, but torch sees no CUDA device here (use cpu or auto)")
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The device fitting runs on (``auto``: cuda if present, else cpu)."""
+        cuda = self.device == "cuda" or (self.device == "auto" and torch.cuda.is_available())
+        return torch.device("cuda" if cuda else "cpu")
 
     @property
     def goal(self) -> Target:
@@ -171,7 +201,7 @@ class Stack:
     ``widths``: (m, depth - 1) true hidden widths; units beyond a model's width are zero.
     """
 
-    def __init__(self, models: list[Network]):
+    def __init__(self, models: list[Network], device: torch.device | str = "cpu"):
         _check_stackable(models)
         parts = [_layers(m) for m in models]
         self.acts = parts[0][1]
@@ -201,7 +231,7 @@ class Stack:
                     W[i, 0, :w.shape[0]] = w[:, 0]
                     if self.bias[layer]:
                         W[i, 0, -1] = linear[layer].bias.detach()[0]
-            self.weights.append(W)
+            self.weights.append(W.to(device))
         self.prune = self._prune_masks([linear for linear, _ in parts])
 
     def _prune_masks(self, linears: list[list[nn.Linear]]) -> list[torch.Tensor | None] | None:
@@ -245,7 +275,7 @@ class Stack:
             with torch.no_grad():
                 zero_at_zero = float(self.acts[layer](W.new_zeros(1))[0]) == 0.0
             out.append(None if zero_at_zero else
-                       (torch.arange(W.shape[2]) < self.widths[:, layer, None]).to(W.dtype).unsqueeze(1))
+                       (torch.arange(W.shape[2]) < self.widths[:, layer, None]).to(W).unsqueeze(1))
         return out
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -276,14 +306,47 @@ class Stack:
         ReLU nets without autograd: a quarter of the operations, which is what a step of a batch
         of small models costs. x: (m, n, d) augmented, y: (m, n). Uses the same matrix products
         as autograd would, so it is just as batch-independent."""
+        hidden, residual = self.hidden_and_residual(x, y)
+        return residual, self.backprop(x, hidden, residual * (2.0 / residual.shape[1]))
+
+    @torch.no_grad()
+    def hidden_and_residual(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A two-layer ReLU stack's hidden activations (m, n, width) and residuals f(x) - y (m, n)."""
         W1, W2 = self.weights
-        h = torch.relu(torch.bmm(x, W1))
-        residual = torch.bmm(W2, h.transpose(1, 2))[:, 0] - y
-        g = residual * (2.0 / residual.shape[1])
-        g2 = torch.zeros((g.shape[0], 2, g.shape[1]), dtype=g.dtype)
-        g2[:, 0] = g
-        dz = torch.ops.aten.threshold_backward(g.unsqueeze(-1) * W2[:, :1, :], h, 0.0)
-        return residual, [torch.bmm(x.transpose(1, 2), dz), torch.bmm(g2, h)]
+        hidden = torch.relu(torch.bmm(x, W1))
+        return hidden, torch.bmm(W2, hidden.transpose(1, 2))[:, 0] - y
+
+    @torch.no_grad()
+    def backprop(self, x: torch.Tensor, hidden: torch.Tensor, pull: torch.Tensor) -> list[torch.Tensor]:
+        """Parameter gradients of sum_i pull_i f(x_i) per model, for a two-layer ReLU stack
+        (``hidden`` from :meth:`hidden_and_residual`, ``pull``: (m, n))."""
+        W2 = self.weights[1]
+        head = pull.new_zeros((pull.shape[0], 2, pull.shape[1]))
+        head[:, 0] = pull
+        dz = torch.ops.aten.threshold_backward(pull.unsqueeze(-1) * W2[:, :1, :], hidden, 0.0)
+        return [torch.bmm(x.transpose(1, 2), dz), torch.bmm(head, hidden)]
+
+    @torch.no_grad()
+    def surrogate_grads(self, probes: torch.Tensor, top: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The smooth mode's surrogate for a two-layer ReLU stack without autograd: per model, the
+        mean of the ``top`` largest input-gradient norms |g(p)| at ``probes`` (m, p, d + 1),
+        :meth:`augment` ed, where
+        g(p) = W^T (a * 1[W p + b > 0]), and its parameter gradients: d|g|/da_j = s_j W_j . u and
+        d|g|/dW_j = s_j a_j u with u = g / |g| (the slopes s are locally constant, so b gets none).
+        Double backprop through autograd costs several times more for the same numbers."""
+        W1, W2 = self.weights
+        d = probes.shape[-1] - self.bias[0]
+        head, inner = W2[:, :1, :], W1[:, :d, :]
+        z = torch.bmm(probes, W1)
+        gradients = torch.bmm(torch.where(z > 0, head, 0.0), inner.transpose(1, 2))
+        norms = (gradients.pow(2).sum(dim=-1) + 1e-12).sqrt()
+        values, index = norms.topk(top, dim=1)
+        s = (z.gather(1, index.unsqueeze(-1).expand(-1, -1, z.shape[2])) > 0).to(z.dtype)
+        u = gradients.gather(1, index.unsqueeze(-1).expand(-1, -1, d)) / (values.unsqueeze(-1) * top)
+        g1, g2 = torch.zeros_like(W1), torch.zeros_like(W2)
+        g1[:, :d] = torch.bmm(u.transpose(1, 2), s * head)
+        g2[:, 0] = (s * torch.bmm(u, inner)).sum(dim=1)
+        return values.mean(dim=1), [g1, g2]
 
     def _rows(self, layer: int, width: int) -> list[int]:
         """Indices of the input rows of ``layer`` a model with previous width ``width`` uses."""
@@ -333,68 +396,55 @@ def step_flops(n: int, model: Network) -> float:
 
 # ----------------------------------------------------------------------------- probes and AdamW
 
+#: the jitter scales (fractions of the data radius) of the smooth mode's probes near data points
+_NEAR = (0.01, 0.03, 0.1, 0.3)
+#: the most probe coordinates drawn at once per model (a block of steps is drawn together)
+_PROBE_BLOCK_SIZE = 2**21
 
-def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """Every data point and ``count`` more where a fit must change fast: between points of opposite
-    labels, near data, uniform in the data ball."""
+
+def probe_block(n: int, count: int, d: int) -> int:
+    """Steps of probe points drawn at once: up to 16, fewer for large (n + count) d. It depends only on
+    the shapes, so a model draws the same points alone or batched."""
+    return max(1, min(16, _PROBE_BLOCK_SIZE // ((n + count) * d)))
+
+
+def _probes(X: torch.Tensor, y: torch.Tensor, count: int, generator: torch.Generator, steps: int) -> torch.Tensor:
+    """(steps, n + count, d): for each of ``steps`` steps, every data point and ``count`` more where a
+    fit must change fast: between points of opposite labels, near data, uniform in the data ball."""
     n, d = X.shape
     q = count // 3
     radius = float(X.norm(dim=1).max())
-    data = X
-    i, j = torch.randint(n, (q,), generator=generator), torch.randint(n, (q,), generator=generator)
-    j = torch.where(y[i] != y[j], j, torch.randint(n, (q,), generator=generator))
-    t = torch.rand(q, 1, generator=generator, dtype=X.dtype)
+    i, j = torch.randint(n, (steps, q), generator=generator), torch.randint(n, (steps, q), generator=generator)
+    j = torch.where(y[i] != y[j], j, torch.randint(n, (steps, q), generator=generator))
+    t = torch.rand(steps, q, 1, generator=generator, dtype=X.dtype)
     between = t * X[i] + (1 - t) * X[j]
-    scale = torch.tensor([0.01, 0.03, 0.1, 0.3], dtype=X.dtype)[torch.randint(4, (q, 1), generator=generator)]
-    near = X[torch.randint(n, (q,), generator=generator)] + radius * scale * torch.randn(
-        q, d, generator=generator, dtype=X.dtype) / math.sqrt(d)
+    scale = torch.tensor(_NEAR, dtype=X.dtype)[torch.randint(len(_NEAR), (steps, q, 1), generator=generator)]
+    near = X[torch.randint(n, (steps, q), generator=generator)] + radius * scale * torch.randn(
+        steps, q, d, generator=generator, dtype=X.dtype) / math.sqrt(d)
     rest = count - 2 * q
-    ball = torch.randn(rest, d, generator=generator, dtype=X.dtype)
-    inside = torch.rand(rest, 1, generator=generator, dtype=X.dtype) ** (1 / d)
-    ball = radius * ball / ball.norm(dim=1, keepdim=True) * inside
-    points = torch.cat([data, between, near, ball])
-    norms = points.norm(dim=1, keepdim=True)
+    ball = torch.randn(steps, rest, d, generator=generator, dtype=X.dtype)
+    inside = torch.rand(steps, rest, 1, generator=generator, dtype=X.dtype) ** (1 / d)
+    ball = radius * ball / ball.norm(dim=-1, keepdim=True) * inside
+    points = torch.cat([X.expand(steps, n, d), between, near, ball], dim=1)
+    norms = points.norm(dim=-1, keepdim=True)
     return points * (radius / norms).clamp(max=1.0)
 
 
 class AdamW:
     """Adam with decoupled weight decay (AdamW: Loshchilov & Hutter, "Decoupled Weight Decay
-    Regularization", arXiv:1711.05101) over stacked tensors: elementwise, so it is exactly one
-    AdamW per model, and a model's state can be dropped when it leaves the batch.
-
-    With a float ``lr`` (one step count and rate for all models: the train mode) it runs fused
-    foreach ops; with a per-model tensor ``lr`` (the smooth mode, whose models restart their
-    moments when smoothing begins) per-model arithmetic, with each model's bias corrections
-    computed in Python floats: a vectorised ``pow`` over a batch of 8 or more models rounds
-    differently from the scalar one a smaller batch takes. Which path runs depends only on the
-    mode, never on the batch, so results stay batch-independent."""
+    Regularization", arXiv:1711.05101) over stacked tensors: elementwise (fused ``torch._foreach_*``
+    ops), so it is exactly one AdamW per model, and a model's state can be dropped when it leaves the
+    batch. Every model of a batch has taken the same number of steps (both phases of a fit start all
+    their models together), so the rate and bias corrections are shared Python floats."""
 
     def __init__(self, params: list[torch.Tensor], weight_decay: float, betas=(0.9, 0.999), eps: float = 1e-8):
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.t = [0] * params[0].shape[0]  # per-model step counts (per-model path)
-        self.count = 0  # the shared step count (float-lr path)
+        self.count = 0
         self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
 
     @torch.no_grad()
-    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: torch.Tensor | float) -> None:
-        if isinstance(lr, float):
-            self._step_shared(params, grads, lr)
-            return
-        b1, b2 = self.betas
-        self.t = [t + 1 for t in self.t]
-        c1 = lr.new_tensor([1 - b1**t for t in self.t])
-        c2 = lr.new_tensor([1 - b2**t for t in self.t])
-        for p, g, m, v in zip(params, grads, self.m, self.v):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            rate = lr.view(shape)
-            if self.weight_decay:
-                p.mul_(1 - rate * self.weight_decay)
-            p.sub_(rate * (m / c1.view(shape)) / ((v / c2.view(shape)).sqrt() + self.eps))
-
-    def _step_shared(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], lr: float) -> None:
         b1, b2 = self.betas
         self.count += 1
         c1, c2 = 1 - b1**self.count, 1 - b2**self.count
@@ -408,19 +458,8 @@ class AdamW:
             torch._foreach_mul_(params, 1 - lr * self.weight_decay)
         torch._foreach_addcdiv_(params, self.m, denom, -lr / c1)
 
-    @torch.no_grad()
-    def reset(self, rows: torch.Tensor) -> None:
-        """Forget the moments of models ``rows`` (boolean), as a fresh AdamW would."""
-        assert self.count == 0, "a reset needs the per-model path (tensor lr) throughout"
-        for row in torch.nonzero(rows).flatten().tolist():
-            self.t[row] = 0
-        for m, v in zip(self.m, self.v):
-            m[rows] = 0
-            v[rows] = 0
-
     def select(self, keep: torch.Tensor, stack: Stack) -> None:
         """Keep the state of the models ``keep``, cut as ``stack`` (already selected) was."""
-        self.t = [self.t[row] for row in keep.tolist()]
         self.m, self.v = _select(self.m, keep, stack), _select(self.v, keep, stack)
 
 
@@ -504,45 +543,47 @@ def _signature(model: Network) -> tuple[list[str], list[bool], int]:
 
 
 class _Batch:
-    """The models of one stack still in training: the stack, its AdamW, each row's original index
-    (``ids``), data, noise level and smooth-mode state (``phase_start``: the step smoothing began,
-    -1 before; ``mu``: the penalty weight). :meth:`retire` drops finished rows."""
+    """The models of one stack still in one phase of training (fitting, or smoothing when
+    ``smoothing``): the stack, its AdamW, each row's original index (``ids``), data, noise level,
+    penalty weight ``mu`` and, while smoothing, the current block of probe points (``probes``, drawn
+    on the host from ``host_X``, ``host_y``). :meth:`retire` drops finished rows."""
 
     def __init__(self, models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], sigmas: list[float],
-                 spec: FitSpec):
-        self.stack = Stack(models)
+                 spec: FitSpec, ids: list[int], smoothing: bool):
+        device = spec.torch_device
+        self.stack = Stack(models, device)
         dtype = self.stack.weights[0].dtype
-        m = len(models)
-        self.ids = torch.arange(m)
-        self.X = torch.as_tensor(np.stack(Xs), dtype=dtype)
-        self.y = torch.as_tensor(np.stack(ys), dtype=dtype)
-        self.sigma = torch.as_tensor(sigmas, dtype=dtype)
+        self.ids = torch.as_tensor(ids, dtype=torch.long)
+        self.host_X = torch.as_tensor(np.stack(Xs), dtype=dtype)
+        self.host_y = torch.as_tensor(np.stack(ys), dtype=dtype)
+        self.X, self.y = self.host_X.to(device), self.host_y.to(device)
+        self.sigma = torch.as_tensor(sigmas, dtype=dtype, device=device)
         self.inputs = self.stack.augment(self.X)
         self.masks = self.stack.masks()
-        self.phase_start = torch.full((m,), -1, dtype=torch.long)
-        self.mu = torch.full((m,), spec.smooth_mu, dtype=dtype)
+        self.mu = torch.full((len(models),), spec.smooth_mu, dtype=dtype, device=device)
         self.adam = AdamW(self.stack.params, spec.weight_decay)
-        self.fast = spec.mode != "smooth" and self.stack.closed_form
-
-    @property
-    def smoothing(self) -> torch.Tensor:
-        return self.phase_start >= 0
+        self.smoothing = smoothing
+        self.total = spec.smooth_steps if smoothing else spec.max_steps
+        self.probes: torch.Tensor | None = None
 
     def retire(self, finished: torch.Tensor, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """Drop the ``finished`` rows (not all of them); returns ``grads`` cut to the rows kept."""
         keep = torch.nonzero(~finished).flatten()
-        for name in ("ids", "phase_start", "mu", "X", "y", "sigma", "inputs"):
+        for name in ("ids", "host_X", "host_y"):
             setattr(self, name, getattr(self, name)[keep])
-        self.stack.select(keep)
+        keep_here = keep.to(self.X.device)
+        for name in ("mu", "X", "y", "sigma", "inputs") + (("probes",) if self.probes is not None else ()):
+            setattr(self, name, getattr(self, name)[keep_here])
+        self.stack.select(keep_here)
         self.masks = self.stack.masks()
-        self.adam.select(keep, self.stack)
-        return _select(grads, keep, self.stack)
+        self.adam.select(keep_here, self.stack)
+        return _select(grads, keep_here, self.stack)
 
 
 @dataclass
 class _Step:
     """One step's train errors and gradients (None at the final step, which only checks), the
-    surrogate of smoothing models, and, at check steps, the max error and which targets are met."""
+    surrogate while smoothing, and, at check steps, the max error and which targets are met."""
 
     residual: torch.Tensor
     mse: torch.Tensor
@@ -554,45 +595,71 @@ class _Step:
 
 @dataclass
 class _Ledger:
-    """Per original model index: its result once finished, its last feasible iterate while smoothing
-    (``kept``), and its useful training FLOPs."""
+    """Per original model index: its result once finished (a :func:`_snapshot`), its last feasible
+    iterate while smoothing (``kept``), and the steps it took in this phase (``taken``)."""
 
     results: dict = field(default_factory=dict)
     kept: dict = field(default_factory=dict)
-    flops: dict = field(default_factory=dict)
+    taken: dict = field(default_factory=dict)
 
 
-def _snapshot(batch: _Batch, now: _Step, row: int, step: int, reached: bool, surrogate: float | None = None) -> tuple:
+def _snapshot(batch: _Batch, now: _Step, row: int, step: int, reached: bool) -> tuple:
+    surrogate = float(now.surrogate[row]) if now.surrogate is not None else None
     return (reached, step, float(now.mse[row]), float(now.max_err[row]), batch.stack.slices(row), surrogate)
 
 
 def _fit_batch(models: list[Network], Xs: list[np.ndarray], ys: list[np.ndarray], spec: FitSpec,
                sigmas: list[float], seeds: list[int]) -> list[FitResult]:
-    """Train models of equal padded widths in one stack: the step loop of :func:`fit_many`."""
+    """Train models of equal padded widths in one stack, in two phases: every model fits until it
+    meets its target (or runs out of steps); then, in smooth mode, the models that met it are
+    smoothed together for ``smooth_steps`` steps, all starting at once, so none waits for another."""
     start = time.perf_counter()
-    batch, ledger = _Batch(models, Xs, ys, sigmas, spec), _Ledger()
-    generators = [torch_stream(s, "probes") for s in seeds]
-    total = spec.max_steps + (spec.smooth_steps if spec.mode == "smooth" else 0)
-    for step in range(total + 1):
-        last = step == total
-        now = _smooth_step(batch, spec, generators, last) if spec.mode == "smooth" else _train_step(batch, last)
+    m, n = len(models), np.shape(Xs[0])[0]
+    fitting = _Ledger()
+    _run(_Batch(models, Xs, ys, sigmas, spec, list(range(m)), smoothing=False), spec, fitting, [])
+    results = dict(fitting.results)
+    flops = {i: step_flops(n, models[i]) * fitting.taken[i] for i in range(m)}
+    met = [i for i in range(m) if results[i][0]]
+    if spec.mode == "smooth" and met:
+        _write_back(models, results)
+        smoothing = _Ledger()
+        generators = {i: torch_stream(seeds[i], "probes") for i in met}
+        batch = _Batch([models[i] for i in met], [Xs[i] for i in met], [ys[i] for i in met],
+                       [sigmas[i] for i in met], spec, met, smoothing=True)
+        _run(batch, spec, smoothing, generators)
+        probe_factor = 2 * (n + spec.smooth_probes) / n  # double backprop at the probes, on top of the fit
+        for i in met:
+            reached, steps, *rest = smoothing.results[i]
+            results[i] = (reached, results[i][1] + steps, *rest)
+            flops[i] += step_flops(n, models[i]) * smoothing.taken[i] * (1 + probe_factor)
+    _write_back(models, results)
+    seconds = (time.perf_counter() - start) / m
+    return [FitResult(reached=results[i][0], steps=results[i][1], train_mse=results[i][2],
+                      train_max_err=results[i][3], seconds=seconds, mode=spec.mode, flops=flops[i],
+                      smooth_surrogate=results[i][5]) for i in range(m)]
+
+
+def _run(batch: _Batch, spec: FitSpec, ledger: _Ledger, generators: dict) -> None:
+    """The step loop of one phase: step every model, check targets every ``check_every`` steps,
+    retire finished models at once (their results into ``ledger``)."""
+    rate = spec.smooth_lr if batch.smoothing else spec.lr
+    for step in range(batch.total + 1):
+        last = step == batch.total
+        now = _smooth_step(batch, spec, generators, step, last) if batch.smoothing else _train_step(batch, last)
         if step % spec.check_every == 0 or last:
-            finished = _check_targets(batch, spec, step, now, ledger)
-            if last:
-                finished = torch.ones_like(finished)
+            finished = _check_targets(batch, spec, step, now, ledger) | last
             if bool(finished.any()):
-                _collect_results(batch, spec, step, now, finished, ledger, models)
+                _collect_results(batch, step, now, finished, ledger)
                 if bool(finished.all()):
-                    break
+                    return
                 now.grads = batch.retire(finished, now.grads)
         # pruned nets: masked weights get no gradient (Stack.masked), so they stay zero
-        batch.adam.step(batch.stack.params, batch.stack.masked(now.grads), _learning_rate(batch, spec, step))
-    return _write_back(models, ledger, spec, (time.perf_counter() - start) / len(models))
+        batch.adam.step(batch.stack.params, batch.stack.masked(now.grads), cosine(rate, step, batch.total))
 
 
 def _train_step(batch: _Batch, last: bool) -> _Step:
     """Train errors and the gradient of the summed train MSE: in closed form where the stack allows."""
-    if batch.fast:
+    if batch.stack.closed_form:
         residual, grads = batch.stack.mse_grads(batch.inputs, batch.y)
         return _Step(residual, (residual**2).mean(dim=1), grads)
     params = [p.requires_grad_(True) for p in batch.stack.params]
@@ -601,32 +668,44 @@ def _train_step(batch: _Batch, last: bool) -> _Step:
     return _backward(params, mse, residual, mse, last)
 
 
-def _smooth_step(batch: _Batch, spec: FitSpec, generators: list[torch.Generator], last: bool) -> _Step:
-    """The smooth mode's step: the train MSE for models still fitting; for smoothing models the
-    Lipschitz surrogate at fresh probes plus ``mu`` times the fit violation."""
+def _smooth_step(batch: _Batch, spec: FitSpec, generators: dict, step: int, last: bool) -> _Step:
+    """The smoothing step: the Lipschitz surrogate at this step's probes plus ``mu`` times the fit
+    violation, its gradient in closed form where the stack allows, else by double backprop."""
+    probes = _step_probes(batch, spec, generators, step)
+    if batch.stack.closed_form:
+        hidden, residual = batch.stack.hidden_and_residual(batch.inputs, batch.y)
+        surrogate, grads = batch.stack.surrogate_grads(probes, spec.smooth_top)
+        pull = batch.mu.unsqueeze(1) * spec.goal.violation_grad(residual, batch.sigma)
+        grads = [a + b for a, b in zip(grads, batch.stack.backprop(batch.inputs, hidden, pull))]
+        return _Step(residual, (residual**2).mean(dim=1), grads, surrogate)
     params = [p.requires_grad_(True) for p in batch.stack.params]
     residual = batch.stack.forward(batch.inputs, batch.masks) - batch.y
     mse = (residual**2).mean(dim=1)
-    smoothing = batch.smoothing
-    if not bool(smoothing.any()):
-        return _backward(params, mse, residual, mse, last)
-    surrogate = _surrogate(batch, spec, generators)
-    loss = torch.where(smoothing, surrogate + batch.mu * spec.goal.violation(residual, batch.sigma), mse)
-    now = _backward(params, loss, residual, mse, last)
+    surrogate = _surrogate(batch, spec, probes)
+    now = _backward(params, surrogate + batch.mu * spec.goal.violation(residual, batch.sigma), residual, mse, last)
     now.surrogate = surrogate.detach()
     return now
 
 
-def _surrogate(batch: _Batch, spec: FitSpec, generators: list[torch.Generator]) -> torch.Tensor:
-    """Per model, the mean of the ``smooth_top`` largest input-gradient norms at the data and fresh
-    probes (drawn only for smoothing models, so each model's random stream is its own)."""
-    X, y = batch.X, batch.y
-    probes = X.new_zeros((len(batch.ids), X.shape[1] + spec.smooth_probes, X.shape[2]))
-    for row in torch.nonzero(batch.smoothing).flatten().tolist():
-        probes[row] = _probes(X[row], y[row], spec.smooth_probes, generators[int(batch.ids[row])])
-    probes.requires_grad_(True)
-    outputs = batch.stack.forward(batch.stack.augment(probes), batch.masks)
+def _step_probes(batch: _Batch, spec: FitSpec, generators: dict, step: int) -> torch.Tensor:
+    """(m, n + smooth_probes, d [+ 1]): this step's probe points per model (:meth:`Stack.augment` ed),
+    from each model's own stream, drawn a block of steps at a time (:func:`probe_block`) on the host."""
+    n, d = batch.host_X.shape[1:]
+    block = probe_block(n, spec.smooth_probes, d)
+    if step % block == 0:
+        batch.probes = batch.stack.augment(torch.stack([
+            _probes(batch.host_X[row], batch.host_y[row], spec.smooth_probes, generators[int(i)], block)
+            for row, i in enumerate(batch.ids.tolist())]).to(batch.X.device))
+    return batch.probes[:, step % block]
+
+
+def _surrogate(batch: _Batch, spec: FitSpec, probes: torch.Tensor) -> torch.Tensor:
+    """Per model, the mean of the ``smooth_top`` largest input-gradient norms at ``probes`` (augmented),
+    by autograd."""
+    probes = probes.clone().requires_grad_(True)
+    outputs = batch.stack.forward(probes, batch.masks)
     (grad,) = torch.autograd.grad(outputs.sum(), probes, create_graph=True)
+    grad = grad[..., :probes.shape[-1] - batch.stack.bias[0]]  # not the column of ones
     norms = (grad.pow(2).sum(dim=-1) + 1e-12).sqrt()
     return norms.topk(spec.smooth_top, dim=1).values.mean(dim=1)
 
@@ -640,62 +719,34 @@ def _backward(params: list[torch.Tensor], loss: torch.Tensor, residual: torch.Te
 
 
 def _check_targets(batch: _Batch, spec: FitSpec, step: int, now: _Step, ledger: _Ledger) -> torch.Tensor:
-    """Which models are finished at this check step. In smooth mode also: smoothing models keep
-    their last feasible iterate and double ``mu`` when infeasible, and models that just met the
-    target begin smoothing (with their AdamW moments forgotten)."""
+    """Which models are finished at this check step. While fitting: those that met the target or ran
+    out of steps. While smoothing: none before ``smooth_steps``; meanwhile each model keeps its last
+    iterate that meets the target, and ``mu`` doubles for those that lost it."""
     now.max_err = now.residual.abs().amax(dim=1)
     now.met = met = spec.goal.met(now.max_err, now.mse, batch.sigma)
-    if spec.mode != "smooth":
+    if not batch.smoothing:
         return met | (step >= spec.max_steps)
-    smoothing = batch.smoothing
-    for row in torch.nonzero(smoothing & met).flatten().tolist():
-        ledger.kept[int(batch.ids[row])] = _snapshot(batch, now, row, step, True, float(now.surrogate[row]))
-    batch.mu = torch.where(smoothing & ~met, batch.mu * 2, batch.mu)
-    begin = ~smoothing & met
-    for row in torch.nonzero(begin).flatten().tolist():
+    for row in torch.nonzero(met).flatten().tolist():
         ledger.kept[int(batch.ids[row])] = _snapshot(batch, now, row, step, True)
-    finished = (smoothing & (step - batch.phase_start >= spec.smooth_steps)) | (
-        ~smoothing & ~met & (step >= spec.max_steps))
-    batch.phase_start = torch.where(begin, step, batch.phase_start)
-    batch.adam.reset(begin)  # the fit's large early gradients would damp the smoothing steps
-    return finished
+    batch.mu = torch.where(met, batch.mu, batch.mu * 2)
+    return torch.full_like(met, step >= spec.smooth_steps)
 
 
-def _collect_results(batch: _Batch, spec: FitSpec, step: int, now: _Step, finished: torch.Tensor,
-                     ledger: _Ledger, models: list[Network]) -> None:
-    """Record each finished model's result (its kept iterate if it has one) and FLOPs."""
-    n = batch.X.shape[1]
-    probe_factor = 2 * (n + spec.smooth_probes) / n  # a smoothing step adds double backprop at the probes
+def _collect_results(batch: _Batch, step: int, now: _Step, finished: torch.Tensor, ledger: _Ledger) -> None:
+    """Record each finished model's result (its kept iterate if it has one) and its steps taken."""
     for row in torch.nonzero(finished).flatten().tolist():
         i = int(batch.ids[row])
         ledger.results[i] = ledger.kept.pop(i) if i in ledger.kept else _snapshot(batch, now, row, step,
                                                                                  bool(now.met[row]))
-        began = int(batch.phase_start[row])
-        smoothed = step - began if began >= 0 else 0
-        ledger.flops[i] = step_flops(n, models[i]) * (step + smoothed * probe_factor)
+        ledger.taken[i] = step
 
 
-def _learning_rate(batch: _Batch, spec: FitSpec, step: int) -> torch.Tensor | float:
-    """The train mode's shared rate (a float), or the smooth mode's per-model rates: the fit's
-    schedule before smoothing, the smoothing schedule from the step smoothing began."""
-    fitting = cosine(spec.lr, step, spec.max_steps)
-    if spec.mode != "smooth":
-        return fitting
-    return batch.mu.new_tensor([cosine(spec.smooth_lr, step - began, spec.smooth_steps) if began >= 0 else fitting
-                                for began in batch.phase_start.tolist()])
-
-
-def _write_back(models: list[Network], ledger: _Ledger, spec: FitSpec, seconds: float) -> list[FitResult]:
-    """Copy each model's recorded parameters into it and return its :class:`FitResult`."""
-    out = []
+def _write_back(models: list[Network], results: dict) -> None:
+    """Copy each model's recorded parameters (the fifth entry of its snapshot) into it."""
     with torch.no_grad():
         for i, model in enumerate(models):
-            reached, steps, train_mse, max_err, values, surrogate = ledger.results[i]
-            for p, value in zip(model.parameters(), values):
+            for p, value in zip(model.parameters(), results[i][4]):
                 p.copy_(value)
-            out.append(FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
-                                 seconds=seconds, mode=spec.mode, flops=ledger.flops[i], smooth_surrogate=surrogate))
-    return out
 
 
 def fit_module(model: nn.Module, X: np.ndarray, y: np.ndarray, spec: FitSpec = FitSpec(), sigma: float = 1.0,

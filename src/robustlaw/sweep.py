@@ -7,7 +7,8 @@ Spec format (see examples/)::
     [data]    distribution, n, d, labels, sigma, ... and the distribution's own fields (robustlaw.data.DataSpec)
     [model]   family, activation, q and the family's own fields: width | widths | construction, size
               (robustlaw.families.ModelSpec)
-    [fit]     target, tol, eps, lr, max_steps, mode, ... (robustlaw.fitting.FitSpec; mode = "train" | "smooth")
+    [fit]     target, tol, eps, lr, max_steps, mode, device, ... (robustlaw.fitting.FitSpec; mode = "train" |
+              "smooth"; device = "cpu" | "cuda" | "auto", not part of the record)
     [certify] domain, radius                           (robustlaw.experiment.CertifySpec)
 
     [report]  axes = ["bs21", "bln20"]                  (robustlaw.analysis.AXES; default: all the records hold)
@@ -28,15 +29,15 @@ to :func:`run_sweep`, which is the single writer of the store.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from robustlaw.analysis import AXES
 from robustlaw.errors import RobustlawError, SpecError
 from robustlaw.executors import EXECUTORS, Executor, LocalExecutor, RayExecutor, make_executor  # noqa: F401 (re-exported)
-from robustlaw.experiment import RunSpec, failed_record, run_group
+from robustlaw.experiment import Fitted, RunSpec, certify_fitted, failed_record, fit_group
 from robustlaw.fitting import plan_batches
 from robustlaw.grid import SECTIONS, expand
 from robustlaw.store import Store
@@ -95,6 +96,11 @@ class SweepSpec:
             raise RobustlawError(f"{path}: not valid TOML ({error})") from None
         return cls.from_dict(spec)
 
+    def on_device(self, device: str) -> SweepSpec:
+        """This sweep with every run fitted on ``device`` (robustlaw.fitting.DEVICES); records keep their keys."""
+        runs = tuple(replace(r, fit=replace(r.fit, device=device)) for r in self.runs)
+        return replace(self, runs=runs)
+
     @classmethod
     def default(cls) -> SweepSpec:
         """The embedded default sweep (the same file as examples/default.toml)."""
@@ -125,43 +131,67 @@ def batches(runs: list[RunSpec], size: int, work: float = 4e6) -> list[list[RunS
     return plan_batches(runs, size, work, key=RunSpec.batch_key, cost=RunSpec.work, order=RunSpec.key)
 
 
-def safe_run_group(specs: list[RunSpec]) -> list[dict]:
-    """:func:`run_group`, with failures recorded instead of raised: if the batch raises, each run is
-    retried alone, so only the runs that fail by themselves are recorded as errors."""
+def safe_fit_group(specs: list[RunSpec]) -> list[Fitted | dict]:
+    """:func:`fit_group`, with failures recorded instead of raised: if the batch raises, each run is
+    retried alone, so only the runs that fail by themselves become (failed) records."""
     try:
-        return run_group(specs)
+        return fit_group(specs)
     except Exception as error:
         if len(specs) == 1:
             return [failed_record(specs[0], error).as_dict()]
-    return [record for spec in specs for record in safe_run_group([spec])]
+    return [item for spec in specs for item in safe_fit_group([spec])]
+
+
+def safe_run_group(specs: list[RunSpec]) -> list[dict]:
+    """Fit and certify ``specs`` in this process (:func:`safe_fit_group`, then :func:`certify_fitted`)."""
+    return [certify_fitted(item) if isinstance(item, Fitted) else item for item in safe_fit_group(specs)]
 
 
 def run_sweep(sweep: SweepSpec, store: Store, executor: Executor | None = None,
               on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every run of ``sweep`` not yet in ``store``; write each record as it arrives.
 
-    Returns the sweep's records (old and new, those first computed by another sweep included: every
-    run of ``sweep`` joins it in the store). The driver is the store's only writer, and each
-    record is committed on arrival, so a killed driver loses only runs still in flight. If this
-    call is interrupted (KeyboardInterrupt), the executor's iterator is closed, which stops its
-    workers, and the interrupt propagates.
+    Two rounds of tasks on the executor: batches of runs are fitted together (largest batches first);
+    then every fitted run is certified as a task of its own (largest first), so the certification
+    work, most of a sweep's, is spread evenly over the workers whatever the batches were. Returns the
+    sweep's records (old and new, those first computed by another sweep included: every run of
+    ``sweep`` joins it in the store). The driver is the store's only writer, and each record is
+    committed on arrival, so a killed driver loses only runs not yet certified. If this call is
+    interrupted (KeyboardInterrupt), the executor's iterator is closed, which stops its workers, and
+    the interrupt propagates.
     """
     store.join(sweep.name, [r.key() for r in sweep.runs])
     done = store.done_keys()
     todo = [r for r in sweep.runs if r.key() not in done]
     executor = executor or LocalExecutor()
-    # largest batches first, so the long tasks do not finish last
+
+    def put(record: dict) -> None:
+        store.put(record)
+        if on_record:
+            on_record(record)
+
+    fitted: list[Fitted] = []
     tasks = sorted(batches(todo, sweep.batch_size, sweep.batch_work), key=lambda b: -len(b) * b[-1].work())
-    outcomes = executor.map_unordered(safe_run_group, tasks)
+    for task, outcome in _outcomes(executor, safe_fit_group, tasks):
+        for item in [failed_record(s, outcome).as_dict() for s in task] if isinstance(outcome, BaseException) else outcome:
+            if isinstance(item, Fitted):
+                fitted.append(item)
+            else:
+                put(item)
+    fitted.sort(key=lambda item: -item.cost())
+    for item, outcome in _outcomes(executor, certify_fitted, fitted):
+        put(failed_record(item.run.spec, outcome).as_dict() if isinstance(outcome, BaseException) else outcome)
+    return store.records(sweep.name, keys={r.key() for r in sweep.runs})
+
+
+def _outcomes(executor: Executor, fn: Callable, tasks: list) -> Iterator[tuple]:
+    """``executor.map_unordered(fn, tasks)``, closed (its workers stopped) however the caller leaves."""
+    if not tasks:
+        return
+    outcomes = executor.map_unordered(fn, tasks)
     try:
-        for task, outcome in outcomes:
-            records = [failed_record(s, outcome).as_dict() for s in task] if isinstance(outcome, BaseException) else outcome
-            for record in records:
-                store.put(record)
-                if on_record:
-                    on_record(record)
+        yield from outcomes
     finally:
         close = getattr(outcomes, "close", None)
         if close is not None:
             close()
-    return store.records(sweep.name, keys={r.key() for r in sweep.runs})
