@@ -49,7 +49,7 @@ def test_initialisation_is_seeded():
 
 
 @pytest.mark.parametrize("kwargs, field", [
-    (dict(width=0), "model.width"), (dict(family="cnn"), "model.family"),
+    (dict(width=0), "model.width"), (dict(family="resnet"), "model.family"),
     (dict(activation="gelu"), "model.activation"), (dict(family="mlp", widths=()), "model.widths"),
 ])
 def test_bad_model_specs_name_their_field(kwargs, field):
