@@ -35,8 +35,9 @@ def test_report_with_too_few_runs_says_so(tmp_path):
 def test_infinite_lipschitz_constants_are_named_not_drawn_or_fitted(tmp_path):
     """A run whose certified constant is infinite (a jump) is said so on the page and left out of the fit,
     which still recovers the finite runs' exponent."""
-    jump = {**rows()[0], "key": "jump", "law_scale": 5.0, "lip_lower": float("inf"), "lip_upper": float("inf")}
-    page = write_report(rows() + [jump], tmp_path).read_text()
+    finite = [{**r, "bln20": r["law_scale"]} for r in rows()[:4]]  # also on BLN20's linear axis
+    jump = {**finite[0], "key": "jump", "law_scale": 5.0, "lip_lower": float("inf"), "lip_upper": float("inf")}
+    page = write_report(finite + [jump], tmp_path).read_text()
     assert "1 runs have an infinite certified Lipschitz constant" in page
     assert "1.000 [1.000, 1.000]" in page
 

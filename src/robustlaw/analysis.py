@@ -207,14 +207,15 @@ def split_fields(records: list[dict]) -> list[str]:
 
 
 #: Facets the series name already shows (its construction or fit mode), left out of its label.
-NAMED_BY_BASE = {"construction", "mode", "fit.mode", "model.construction", "model.family"}
+NAMED_BY_BASE = {"construction", "mode", "fit.mode", "model.construction"}
 
 
 def series_name(record: dict, fields: list[str]) -> str:
     """A series' label: the record's construction or fit mode, then each other splitting field's value."""
     values = facets(record)
     parts = [record.get("construction") or record.get("mode") or "train"]
-    parts += [f"{f.split('.')[-1]}={values[f]}" for f in fields if f not in NAMED_BY_BASE and values.get(f) is not None]
+    named = NAMED_BY_BASE | ({"model.family"} if record.get("construction") else set())  # a construction's name says it
+    parts += [f"{f.split('.')[-1]}={values[f]}" for f in fields if f not in named and values.get(f) is not None]
     return ", ".join(parts)
 
 

@@ -123,7 +123,7 @@ def _short_fit(fit) -> str:
 def _draw_series(ax, axis: Axis, name: str, rows: list[dict], colour) -> None:
     """One series: the bracket of each run, its mean gradient, its BS21 eq. (10) value, the floor of each
     of its seeds' data sets, and its fit (lower bound against the axis)."""
-    rows = [r for r in rows if axis.value(r) is not None]
+    rows = [r for r in rows if axis.value(r) is not None and np.isfinite(r["lip_lower"])]  # infinite: named, not drawn
     if not rows:
         return
     x = np.array([axis.value(r) for r in rows])
@@ -189,7 +189,7 @@ def law_figure(records: list[dict], axis: Axis | str = "bs21", title: str = ""):
     fig, ax = plt.subplots(figsize=(12, 6))
     for (name, rows), colour in zip(groups.items(), _colours(len(groups))):
         _draw_series(ax, axis, name, rows, colour)
-    shown = [r for rows in groups.values() for r in rows if axis.value(r) is not None]
+    shown = [r for rows in groups.values() for r in rows if axis.value(r) is not None and np.isfinite(r["lip_lower"])]
     _law_line(ax, axis, shown)
     if axis.scale == "linear" and shown:  # frame the lower bounds: a loose certificate runs off the top
         ax.set_ylim(0, 1.25 * max(max(r["lip_lower"], (r.get("sigma") or 1) * axis.value(r)) for r in shown))
