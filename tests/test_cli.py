@@ -135,3 +135,19 @@ def test_export_writes_a_parquet_file_with_one_row_per_run(tiny_run, tmp_path):
     assert len(frame) == 6 and frame["key"].is_unique and set(frame["seed"]) == {0, 1}
     assert str(frame["P"].dtype) == "Int64" and str(frame["lip_lower"].dtype) == "Float64"
     assert (frame["lip_lower"] <= frame["lip_upper"]).all()
+
+
+def test_a_fault_while_drawing_the_report_is_one_line_and_keeps_the_records(monkeypatch, tmp_path):
+    """A drawing error after a sweep (the store already holds its records) becomes one RobustlawError
+    line naming it, not a traceback."""
+    import robustlaw.cli as cli
+    from robustlaw.errors import RobustlawError
+
+    def broken(*args, **kwargs):
+        raise ValueError("Axis limits cannot be NaN or Inf")
+
+    monkeypatch.setattr(cli, "write_report", broken)
+    with pytest.raises(RobustlawError) as info:
+        cli.save_report([], tmp_path)
+    assert "\n" not in str(info.value) and "ValueError: Axis limits cannot be NaN or Inf" in str(info.value)
+    assert "records are in the database" in str(info.value)

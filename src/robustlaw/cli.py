@@ -70,6 +70,9 @@ def save_report(records: list[dict] | dict[str, list[dict]], out: Path, **text) 
         return write_report(records, out, **text)
     except OSError as error:
         raise RobustlawError(f"cannot write the report to {out}: {error.strerror or error}") from None
+    except Exception as error:  # a fault in drawing: one line, and the records are safe in the store
+        raise RobustlawError(f"the report could not be drawn ({type(error).__name__}: {error}); the records "
+                             "are in the database (robustlaw report DB retries)") from None
 
 
 #: stderr, for progress and notes: stdout holds a command's result (one JSON object with --json)
