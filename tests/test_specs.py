@@ -1,6 +1,8 @@
 """Every grid point is validated before the first run: an impossible value is one SpecError naming its
 field, raised while the spec is read (so `robustlaw run` exits 2 before any work)."""
 
+from pathlib import Path
+
 import pytest
 
 from robustlaw.errors import SpecError
@@ -37,3 +39,13 @@ def test_a_variant_field_applies_to_the_variants_that_have_it():
     # the sphere does not have components: it is one run, the mixture two
     assert sorted((r.data.distribution, getattr(r.data.options, "components", None)) for r in sweep.runs) == [
         ("mixture", 2), ("mixture", 4), ("sphere", None)]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_example_expands_and_validates(path):
+    """Each spec in examples/ reads, expands and validates every grid point (what `robustlaw run` does before
+    its first run), with at least one run per grid."""
+    from robustlaw.sweep import SweepSpec
+
+    sweep = SweepSpec.from_toml(path)
+    assert sweep.runs and len({r.key() for r in sweep.runs}) == len(sweep.runs)
