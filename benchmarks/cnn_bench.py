@@ -45,11 +45,11 @@ def cnn_against_mlp(channels=(5, 10, 15), steps: int = 200) -> None:
     for c in channels:
         k = max(1, round(2 * c / 5))
         conv, dense = cnn(64, [c], image=(8, 8), seed=0), two_layer(64, k, seed=0)
-        expand = timed(lambda: from_torch(conv))
-        step_cnn = timed(lambda: fit_module(cnn(64, [c], image=(8, 8), seed=0), X, y, budget)) / steps
-        step_mlp = timed(lambda: fit_many([two_layer(64, k, seed=0)], [X], [y], budget)) / steps
-        cert_cnn = timed(lambda: certify(conv, Ball(1.0), X, y, time_limit=None))
-        cert_mlp = timed(lambda: certify(dense, Ball(1.0), X, y, time_limit=None))
+        expand = timed(lambda conv=conv: from_torch(conv))
+        step_cnn = timed(lambda c=c: fit_module(cnn(64, [c], image=(8, 8), seed=0), X, y, budget)) / steps
+        step_mlp = timed(lambda k=k: fit_many([two_layer(64, k, seed=0)], [X], [y], budget)) / steps
+        cert_cnn = timed(lambda conv=conv: certify(conv, Ball(1.0), X, y, time_limit=None))
+        cert_mlp = timed(lambda dense=dense: certify(dense, Ball(1.0), X, y, time_limit=None))
         print(f"| {c} / {k} | {conv.param_count()} / {dense.param_count()} | {expand * 1e3:.1f} ms | "
               f"{step_cnn * 1e3:.2f} / {step_mlp * 1e3:.2f} ms ({step_cnn / step_mlp:.1f}x) | "
               f"{cert_cnn:.1f} / {cert_mlp:.2f} s ({cert_cnn / cert_mlp:.0f}x) |")

@@ -67,7 +67,8 @@ FAMILIES = {
 QUICK = ["tiny d=2 k=100", "tiny d=4 k=40", "medium d=50 k=200", "deep 20-64-64-64-1", "lab d=20 k=20 (trained)"]
 
 # (method, kind) kind: "upper" certificate, "lower" attained value, "estimate" uncertified
-METHODS = [("robustlaw", "bracket"), ("robustlaw 5 s", "bracket"), ("spectral product", "upper"), ("LipSDP-Neuron (CVXOPT)", "upper"),
+METHODS = [("robustlaw", "bracket"), ("robustlaw 5 s", "bracket"), ("spectral product", "upper"),
+           ("LipSDP-Neuron (CVXOPT)", "upper"),
            ("ECLipsE-Fast", "upper"), ("ECLipsE", "upper"), ("random gradients (BLN20, 10^5 pts)", "lower"),
            ("CLEVER (ART)", "estimate"), ("all-pattern max (bit-flip search)", "floor"),
            ("independent search (robustlaw.testing, 50k pts)", "lower")]

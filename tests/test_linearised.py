@@ -137,7 +137,8 @@ def test_the_quadratic_bracket_matches_a_hand_computed_maximum():
 
 
 def test_a_jump_witness_is_a_jump_and_a_continuous_model_has_none():
-    at_init, moved = [c for c in linearised_cases() if c.name in ("ntk 3-12-1 at init on ball(r=1)", "ntk 3-12-1 all moved on ball(r=1)")]
+    names = ("ntk 3-12-1 at init on ball(r=1)", "ntk 3-12-1 all moved on ball(r=1)")
+    at_init, moved = [c for c in linearised_cases() if c.name in names]
     b = certify(moved.model, moved.domain, X=np.zeros((1, 3)), time_limit=None)
     assert b.lower == b.upper == math.inf and b.lower_method == "ntk-jump" and jumps_at(moved.model, b.witness)
     assert not jumps_at(at_init.model, b.witness)

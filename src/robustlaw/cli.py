@@ -595,7 +595,8 @@ def lip(model: Path, domain_text: str, data: Path | None, center: Path | None, t
     MODEL is an .npz file holding W1, b1, ..., WL, bL (ReLU between layers), or a .pt /
     .pth file: a torch.save'd Sequential of Linear layers and activations (ReLU, LeakyReLU, Tanh,
     Softplus, Sigmoid, robustlaw's Power), also Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d (eval mode),
-    Flatten, Unflatten and Dropout (a CNN is certified through its dense layers), or the state_dict of a Sequential of Linear layers (keys
+    Flatten, Unflatten and Dropout (a CNN is certified through its dense layers), or the state_dict of a
+    Sequential of Linear layers (keys
     0.weight, 0.bias, 2.weight, ..., read with ReLU between layers). Torch files are read without
     running code: anything else in them is refused.
 

@@ -20,7 +20,8 @@ sup_x ||Phi(x)|| over the data ball, since theta -> f_theta(x) is linear with gr
   constant on a domain such a hyperplane crosses is infinite (see robustlaw.lipschitz.linearised).
 
 Solvers (a family's ``solver`` field): ``min_norm`` -- theta = theta_ref + Phi^+ (y - f_ref) by
-least squares (scipy.linalg.lstsq, singular values below max(n, P) eps of the largest cut), the interpolator nearest theta_ref when there is one (k >= n for
+least squares (scipy.linalg.lstsq, singular values below max(n, P) eps of the largest cut), the
+interpolator nearest theta_ref when there is one (k >= n for
 random features), else the least-squares fit; theta_ref is 0 for random features (the min-norm
 interpolator the RF papers study) and theta0 for the NTK. ``gd`` -- full-batch gradient descent on the
 mean squared error from the initialisation with step 1 / lambda_max(Phi^T Phi / n), run in function

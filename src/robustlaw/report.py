@@ -23,7 +23,8 @@ from robustlaw.analysis import (AXES, LAW_EXPONENT, MIN_SPREAD, Axis, LineFit, b
                                 series_name, split_fields)
 
 TABLE_COLUMNS = [("sweep", "sweep"), ("series", "series"), ("n", "n"), ("d", "d"), ("d_eff", "d_eff"),
-                 ("widths", "widths"), ("depth", "depth"), ("P", "P"), ("nonzero", "nonzero"), ("seed", "seed"), ("reached", "fit"), ("train_max_err", "max err"),
+                 ("widths", "widths"), ("depth", "depth"), ("P", "P"), ("nonzero", "nonzero"), ("seed", "seed"),
+                 ("reached", "fit"), ("train_max_err", "max err"),
                  ("lip_lower", "Lip lower"), ("lip_upper", "Lip upper"), ("grad_mean_train", "mean |grad|"),
                  ("law_scale", "sqrt(nd/P)"), ("bln20", "sqrt(n/k)"), ("bs21_lip_lower", "BS21 (10)"),
                  ("lip_floor", "floor")]
@@ -75,7 +76,8 @@ def exponent_lines(records: list[dict], axes: list[str] | None = None) -> list[s
         for name, rows in groups.items():
             lower, upper = law_fit(rows, "lip_lower", axis.name), law_fit(rows, "lip_upper", axis.name)
             if lower is None:
-                lines.append(f"{name} against {axis.label}: no fit (fewer than 3 fitted runs, or x spans less than {MIN_SPREAD}x)")
+                lines.append(f"{name} against {axis.label}: no fit (fewer than 3 fitted runs, or x spans less "
+                             f"than {MIN_SPREAD}x)")
                 continue
             line = f"{name}: Lip lower bound against {axis.label}: {fit_text(lower)}"
             if upper is not None and not isinstance(upper, LineFit):

@@ -7,7 +7,8 @@
   ``.npy`` headers before any array is read, and at most :data:`MAX_ELEMENTS` numbers are read.
 * ``.pt`` / ``.pth``: a ``torch.save``'d Sequential of Linear layers and activations (any robustlaw
   :class:`~robustlaw.models.Network` or CNN; also Conv1d/2d, AvgPool1d/2d, BatchNorm1d/2d, Flatten,
-  Unflatten and Dropout, read by :func:`~robustlaw.lipschitz.network.from_torch`), or a plain ``state_dict`` of a Sequential of Linear layers
+  Unflatten and Dropout, read by :func:`~robustlaw.lipschitz.network.from_torch`), or a plain
+  ``state_dict`` of a Sequential of Linear layers
   (keys ``0.weight, 0.bias, 2.weight, ...``), read as ReLU between consecutive Linear layers. The file
   is unpickled with ``weights_only=True``: only tensors, containers and the module classes in
   :data:`SAFE_MODULES` can be built, so a file that needs anything else (``os.system``, ``exec``, ...)

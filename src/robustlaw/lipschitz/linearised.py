@@ -1,6 +1,7 @@
 """The exact Lipschitz constant of a linearised (NTK) two-layer net (robustlaw.linearised) on a ball.
 
-``ntk-exact``, ReLU (on a ball or on R^d): f(x) = sum_j 1[w0_j . x + b0_j > 0] (u_j . x + c_j) (robustlaw.linearised.LinearisedTwoLayer) jumps by
+``ntk-exact``, ReLU (on a ball or on R^d): f(x) = sum_j 1[w0_j . x + b0_j > 0] (u_j . x + c_j)
+(robustlaw.linearised.LinearisedTwoLayer) jumps by
 u_j . p + c_j at a point p of initial hyperplane j. Where the domain holds such a point with a jump
 that float64 rounding cannot explain, f is discontinuous there and its Lipschitz constant on the
 domain is infinite: the method returns lower = upper = inf, with p as the witness (a jump point, not

@@ -237,7 +237,8 @@ def linearised_cases() -> list[Case]:
                                                            dtype=head.dtype))
         out += [Case(f"ntk 3-12-1 {name} on {domain.describe()}", model, domain) for domain in domains]
     shifted = Ball(0.5, center=np.array([0.4, -0.3, 0.2]))
-    for name, moved, bias in (("at init", (), 0.5), ("all moved", ("W", "b", "a"), 0.5), ("W, a moved, no bias", ("W", "a"), 0.0)):
+    for name, moved, bias in (("at init", (), 0.5), ("all moved", ("W", "b", "a"), 0.5),
+                              ("W, a moved, no bias", ("W", "a"), 0.0)):
         model = LinearisedTwoLayer(mlp(3, [10], activation="poly", q=2, seed=12, dtype=torch.float64))
         with torch.no_grad():
             model.b0.mul_(bias)
