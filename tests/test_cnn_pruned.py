@@ -161,6 +161,8 @@ def test_conv_models_are_refused_with_one_line():
                 data=DataSpec(n=10, d=64))
     with pytest.raises(SpecError, match="model.image"):
         RunSpec(model=ModelSpec.of(family="cnn", channels=[2], image=[4, 4]))  # d = 20 is not 4 x 4
+    with pytest.raises(SpecError, match="model.pool: pooling 4 leaves nothing"):  # at spec time, not in the driver
+        RunSpec(model=ModelSpec.of(family="cnn", channels=[2], image=[2, 2], pool=4), data=DataSpec(n=10, d=4))
 
 
 def _conv_cases() -> list[Case]:

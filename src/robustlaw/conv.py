@@ -27,7 +27,7 @@ from robustlaw.activations import make_activation
 from robustlaw.errors import require
 from robustlaw.seeding import torch_stream
 
-__all__ = ["ConvNet", "cnn", "conv_shapes"]
+__all__ = ["ConvNet", "cnn", "conv_shapes", "multiply_adds"]
 
 
 class ConvNet(nn.Sequential):
@@ -64,16 +64,27 @@ class ConvNet(nn.Sequential):
         positions = int(math.prod(self[0].unflattened_size[1:]))
         return positions if self.convolutions() else 1
 
-    def multiply_adds(self) -> int:
-        """Multiply-adds of one forward pass of one input (kernel weights times their positions)."""
-        positions = int(math.prod(self[0].unflattened_size[1:]))
-        return sum(c.weight.numel() * positions for c in self.convolutions()) + self.head.weight.numel()
 
-
-def conv_shapes(d: int, image: tuple[int, ...], pool: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The input's spatial shape ((d,) for a signal) and the pooled one (each side floor-divided by ``pool``)."""
+def conv_shapes(d: int, image: tuple[int, ...], kernel: int, pool: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The input's spatial shape ((d,) for a signal) and the pooled one (each side floor-divided by
+    ``pool``), after checking that they fit: one SpecError line naming the field otherwise."""
     spatial = tuple(image) if image else (d,)
-    return spatial, tuple(s // pool for s in spatial)
+    pooled = tuple(s // pool for s in spatial)
+    require(math.prod(spatial) == d, "model.image", f"an image of {list(image)} has {math.prod(spatial)} pixels, "
+            f"but data.d = {d}")
+    require(len(spatial) in (1, 2), "model.image", f"must be [] (1-D) or [height, width], got {list(image)}")
+    require(kernel % 2 == 1, "model.kernel", f"must be odd (same padding), got {kernel}")
+    require(min(pooled) >= 1, "model.pool", f"pooling {pool} leaves nothing of inputs of shape {list(spatial)}")
+    return spatial, pooled
+
+
+def multiply_adds(d: int, channels: list[int], image: tuple[int, ...] = (), kernel: int = 3, pool: int = 2) -> int:
+    """Multiply-adds of one forward pass of one input through :func:`cnn`'s net (each kernel weight at
+    every position, then the head), from the shapes alone."""
+    spatial, pooled = conv_shapes(d, image, kernel, pool)
+    sizes = [1, *channels]
+    convolutions = sum(a * b * kernel ** len(spatial) for a, b in zip(sizes[:-1], sizes[1:]))
+    return convolutions * math.prod(spatial) + channels[-1] * math.prod(pooled)
 
 
 def cnn(d: int, channels: list[int], image: tuple[int, ...] = (), kernel: int = 3, pool: int = 2,
@@ -82,12 +93,7 @@ def cnn(d: int, channels: list[int], image: tuple[int, ...] = (), kernel: int = 
     average pooling of ``pool`` and a linear head; 2-D when ``image = (h, w)`` with h w = d, else 1-D.
     Initialised from ``seed`` as :func:`robustlaw.models.mlp`: the first layer N(0, d / fan_in) (inputs of
     norm ~1), later ones N(0, 2 / fan_in), the head N(0, 1 / fan_in)."""
-    spatial, pooled = conv_shapes(d, image, pool)
-    require(math.prod(spatial) == d, "model.image", f"an image of {list(image)} has {math.prod(spatial)} pixels, "
-            f"the data have d = {d}")
-    require(len(spatial) in (1, 2), "model.image", f"must be [] (1-D) or [height, width], got {list(image)}")
-    require(kernel % 2 == 1, "model.kernel", f"must be odd (same padding), got {kernel}")
-    require(min(pooled) >= 1, "model.pool", f"pooling {pool} leaves nothing of inputs of shape {list(spatial)}")
+    spatial, pooled = conv_shapes(d, image, kernel, pool)
     Conv, Pool = (nn.Conv1d, nn.AvgPool1d) if len(spatial) == 1 else (nn.Conv2d, nn.AvgPool2d)
     generator = torch_stream(seed, "init")
     modules: list[nn.Module] = [nn.Unflatten(1, (1, *spatial))]

@@ -9,7 +9,6 @@ A new family is one class registered in :data:`FAMILIES`.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
@@ -22,7 +21,7 @@ from robustlaw.activations import ACTIVATIONS
 from robustlaw.constructions import CONSTRUCTIONS
 from robustlaw.data import Dataset
 from robustlaw.errors import require
-from robustlaw.conv import cnn, conv_shapes
+from robustlaw.conv import cnn, conv_shapes, multiply_adds
 from robustlaw.fitting import FitResult, FitSpec, fit_many, fit_module, padded_width
 from robustlaw.lipschitz.network import MAX_DENSE
 from robustlaw.linearised import SOLVERS, LinearisedTwoLayer, gradient_descent, min_norm, random_features
@@ -406,9 +405,7 @@ class CNN:
     def check(self, spec: ModelSpec, d: int) -> None:
         """The shape fits d, and the dense layers certification builds stay within MAX_DENSE."""
         o = spec.options
-        spatial, _ = conv_shapes(d, o.image, o.pool)
-        require(math.prod(spatial) == d, "model.image", f"an image of {list(o.image)} has {math.prod(spatial)} "
-                f"pixels, but data.d = {d}")
+        conv_shapes(d, o.image, o.kernel, o.pool)
         widest = max(o.channels) * d
         require(widest * max(widest, d) <= MAX_DENSE, "model.channels",
                 f"{max(o.channels)} channels on {d} inputs make a {widest}-wide dense layer, too large to certify "
@@ -426,7 +423,8 @@ class CNN:
         return ("cnn", spec.options)
 
     def work(self, spec: ModelSpec, n: int, d: int) -> int:
-        return n * self.build(spec, d, 0).multiply_adds()
+        o = spec.options
+        return n * multiply_adds(d, list(o.channels), o.image, o.kernel, o.pool)
 
     def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
             seeds: list[int]) -> tuple[list, list[FitResult]]:
