@@ -211,12 +211,22 @@ def construct(model_spec: ModelSpec, fit_spec: FitSpec, data: Dataset, seed: int
     start = time.perf_counter()
     options = model_spec.options
     model = CONSTRUCTIONS.get(options.construction)(data.X, data.y, options.size, model_spec.q, seed)
-    with torch.no_grad():
-        err = model(torch.as_tensor(data.X, dtype=torch.float64)).numpy() - data.y
-    mse, max_err = float(np.mean(err**2)), float(np.abs(err).max())
-    reached = bool(fit_spec.goal.met(torch.tensor(max_err), torch.tensor(mse), torch.tensor(data.sigma)))
+    reached, mse, max_err = fit_quality(predict(model, data.X), data, fit_spec)
     return model, FitResult(reached=reached, steps=0, train_mse=mse, train_max_err=max_err,
                             seconds=time.perf_counter() - start, mode="construction")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    return model(torch.as_tensor(X, dtype=torch.float64)).numpy()
+
+
+def fit_quality(predictions: np.ndarray, data: Dataset, spec: FitSpec) -> tuple[bool, float, float]:
+    """(target met, train MSE, largest error) of ``predictions`` at the run's points (a model built or
+    solved rather than trained)."""
+    err = predictions - data.y
+    mse, max_err = float(np.mean(err**2)), float(np.abs(err).max())
+    return bool(spec.goal.met(torch.tensor(max_err), torch.tensor(mse), torch.tensor(data.sigma))), mse, max_err
 
 
 def parametrisation_constant(model: nn.Module, data: Dataset) -> tuple[float, float]:
@@ -312,25 +322,17 @@ def check_linear_fit(n: int, P: int, fit: FitSpec) -> None:
 
 def solve(model, data: Dataset, spec: FitSpec, solver: str) -> FitResult:
     """Fit a linear-in-parameters model by ``solver`` (robustlaw.linearised) and report it as a FitResult."""
-    n, P = data.n, model.param_count()
-    check_linear_fit(n, P, spec)
-    goal, sigma, start = spec.goal, torch.tensor(data.sigma), time.perf_counter()
-
-    def met(predictions: np.ndarray) -> bool:
-        err = torch.as_tensor(predictions - data.y)
-        return bool(goal.met(err.abs().max(), (err**2).mean(), sigma))
-
+    n, P, start = data.n, model.param_count(), time.perf_counter()
     if solver == "min_norm":
         min_norm(model, data.X, data.y)
         steps, flops = 0, 2.0 * n * P * min(n, P)
     else:
+        met = lambda predictions: fit_quality(predictions, data, spec)[0]
         steps = gradient_descent(model, data.X, data.y, met, spec.max_steps, spec.check_every)
         flops = 2.0 * n * n * P + 2.0 * n * n * steps
-    with torch.no_grad():
-        err = model(torch.as_tensor(data.X, dtype=torch.float64)).numpy() - data.y
-    return FitResult(reached=met(err + data.y), steps=steps, train_mse=float(np.mean(err**2)),
-                     train_max_err=float(np.abs(err).max()), seconds=time.perf_counter() - start, mode=solver,
-                     flops=flops)
+    reached, mse, max_err = fit_quality(predict(model, data.X), data, spec)
+    return FitResult(reached=reached, steps=steps, train_mse=mse, train_max_err=max_err,
+                     seconds=time.perf_counter() - start, mode=solver, flops=flops)
 
 
 class RandomFeaturesFamily(LinearFamily):
