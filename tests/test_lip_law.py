@@ -119,3 +119,18 @@ def test_tangential_cap_overlap_bound_is_sound_on_dense_samples_of_a_sphere(seed
     bound = overlap_bound(W, b, a, sphere)
     assert found <= bound * (1 + 1e-9)
     assert bound < overlap_bound(W, b, a, Ball(R))  # the tangential factor bites
+
+
+def test_the_sphere_slope_bound_covers_every_point_the_sphere_accepts():
+    """On a small sphere (R = 0.1) a witness may lie 1e-6 off it (Sphere.contains); a neuron whose cap
+    starts just inside must still be bounded by cap-overlap's tangential factor there."""
+    from robustlaw.lipschitz import Sphere
+    from robustlaw.lipschitz.certificates import overlap_bound
+
+    W, b, a, sphere = np.array([[1.0, 0.0]]), np.array([-0.0999]), np.array([1.0]), Sphere(0.1)
+    first = 0.0999 + 1e-7
+    x = np.array([first, np.sqrt((0.1 + 0.9e-6) ** 2 - first**2)])
+    assert sphere.contains(x) and W[0] @ x + b[0] > 0
+    u = x / np.linalg.norm(x)
+    tangential = a[0] * W[0] - (a[0] * W[0] @ u) * u
+    assert np.linalg.norm(tangential) <= overlap_bound(W, b, a, sphere)

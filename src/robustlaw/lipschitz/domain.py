@@ -277,7 +277,11 @@ class Sphere(Domain):
         self.radius = _check_radius(radius)
 
     def contains(self, x: Array, slack: float = 1e-6) -> bool:
-        return abs(np.linalg.norm(x) - self.radius) <= slack * max(1.0, self.radius)
+        return abs(np.linalg.norm(x) - self.radius) <= self.tolerance(slack)
+
+    def tolerance(self, slack: float = 1e-6) -> float:
+        """How far from the sphere a point may lie and still count as on it (:meth:`contains`)."""
+        return slack * max(1.0, self.radius)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.radius * x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -296,11 +300,11 @@ class Sphere(Domain):
     def active_tangent_factor(self, W: Array, b: Array) -> Array:
         """Where w . x + b >= 0 on the sphere, u . x / R >= t := -b / (||w|| R) (u = w / ||w||), so for t > 0 the
         tangential part of w has norm ||w|| sqrt(1 - (u . x / R)^2) <= ||w|| sqrt(1 - t^2): a thin cap's neuron
-        is nearly radial where it is on. The radius is taken 1e-6 larger (the slack of a witness on the sphere)
-        and 1e-12 is added under the root, so rounding cannot make the factor too small."""
+        is nearly radial where it is on. The radius is taken as large as :meth:`contains` accepts (a witness may
+        lie that far out) and 1e-12 is added under the root, so rounding cannot make the factor too small."""
         norms = np.linalg.norm(W, axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(norms > 0, -b / (norms * self.radius * (1 + 1e-6)), 0.0)
+            t = np.where(norms > 0, -b / (norms * (self.radius + self.tolerance())), 0.0)
         t = np.clip(t, 0.0, 1.0)
         return np.minimum(1.0, np.sqrt(1.0 - t * t + 1e-12))
 
