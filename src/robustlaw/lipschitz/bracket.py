@@ -99,6 +99,10 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
         raise RobustlawError(f"effort must be an integer >= 1, got {effort!r}")
     if effort != 1 and time_limit is not None:
         raise RobustlawError("an effort scales the fixed work of a run without a time limit: give one or the other")
+    if time_limit is not None:
+        # torch.optim imports torch._dynamo at its first optimiser (seconds on a loaded machine): paid
+        # before the clock starts, and only by a certification that has a clock
+        import torch._dynamo  # noqa: F401
     with _threads(threads):
         budget = Budget(time_limit, split)
         problem = _problem(model, domain or Global(), X, y, seed, methods)

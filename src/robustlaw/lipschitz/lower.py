@@ -17,9 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-# torch.optim imports torch._dynamo at the first optimiser (seconds on a loaded machine): paid here, at import,
-# not inside a time limit
-import torch._dynamo  # noqa: F401
 from torch import nn
 
 from robustlaw.activations import activation_of
