@@ -206,7 +206,7 @@ def test_lip_cli_certifies_a_margin_of_a_saved_cnn(tmp_path):
 def test_fit_module_meets_the_target_and_refuses_smooth():
     X, y = _sphere(20, 16, seed=3)
     model = cnn(16, [4], image=(4, 4), pool=1, seed=3)
-    result = fit_module(model, X, y, FitSpec(max_steps=2000, tol=0.1), seed=3)
+    result = fit_module(model, X, y, FitSpec(max_steps=2000, tol=0.1))
     assert result.reached and result.flops > 0
     with torch.no_grad():
         assert float((model(torch.as_tensor(X, dtype=torch.float32)) - torch.as_tensor(y)).abs().max()) <= 0.1

@@ -17,13 +17,13 @@ Series are fitted apart, never pooled.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from robustlaw.registry import Registry
+from robustlaw.theory import law_scale
 
 #: The exponent of Lip against the law's own scale (sqrt(n d / P), sqrt(n / k), ...) for the smoothest interpolator.
 LAW_EXPONENT = 1.0
@@ -122,12 +122,6 @@ class Axis:
         return fit_power_law(x, y) if self.scale == "log" else fit_line(x, y)
 
 
-def _ratio_scale(record: dict, count: str) -> float | None:
-    """sqrt(n d / record[count]), or None without the columns."""
-    n, d, p = record.get("n"), record.get("d"), record.get(count)
-    return math.sqrt(n * d / p) if n and d and p else None
-
-
 #: The report's x axes, in drawing order (``[report] axes = [...]`` in a spec picks some).
 AXES: Registry[Axis] = Registry("report axis", "report.axes")
 AXES.register("bs21", Axis("bs21", "sqrt(n d / P)", "BS21 (arXiv:2105.12806) Theorem 3: Lip >~ sigma sqrt(n d / P)",
@@ -137,7 +131,8 @@ AXES.register("bln20", Axis("bln20", "sqrt(n / k)", "BLN20 (arXiv:2009.14444) Co
 AXES.register("deff", Axis("deff", "sqrt(n d_eff / P)", "BS21 with the data's effective (TwoNN) dimension",
                            lambda r: r.get("law_scale_deff")))
 AXES.register("nonzero", Axis("nonzero", "sqrt(n d / nonzero)", "BS21 with the non-zero parameter count "
-                              "(pruned nets)", lambda r: _ratio_scale(r, "nonzero")))
+                              "(pruned nets)",
+                              lambda r: law_scale(r["n"], r["d"], r["nonzero"]) if r.get("nonzero") else None))
 
 
 def present_axes(records: list[dict], names: list[str] | None = None) -> list[Axis]:
@@ -233,11 +228,6 @@ def by_series(records: list[dict]) -> dict[str, list[dict]]:
         name = series_name(rows[0], fields)
         out[name if name not in out else f"{name} [{', '.join(key)}]"] = rows
     return out
-
-
-def series(record: dict, records: list[dict]) -> str:
-    """The name of the series of ``records`` that ``record`` belongs to."""
-    return series_name(record, split_fields(records))
 
 
 def fitted(records: list[dict]) -> list[dict]:

@@ -430,7 +430,7 @@ class CNN:
 
     def fit(self, models: list, data: list[Dataset], spec: FitSpec, model_specs: list[ModelSpec],
             seeds: list[int]) -> tuple[list, list[FitResult]]:
-        return models, [fit_module(m, x.X, x.y, spec, x.sigma, s) for m, x, s in zip(models, data, seeds)]
+        return models, [fit_module(m, x.X, x.y, spec, x.sigma) for m, x in zip(models, data)]
 
 
 @dataclass(frozen=True)

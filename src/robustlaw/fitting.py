@@ -749,8 +749,7 @@ def _write_back(models: list[Network], results: dict) -> None:
                 p.copy_(value)
 
 
-def fit_module(model: nn.Module, X: np.ndarray, y: np.ndarray, spec: FitSpec = FitSpec(), sigma: float = 1.0,
-               seed: int = 0) -> FitResult:
+def fit_module(model: nn.Module, X: np.ndarray, y: np.ndarray, spec: FitSpec = FitSpec(), sigma: float = 1.0) -> FitResult:
     """Train any torch module mapping (n, d) to (n,) in place, alone: the train mode of :func:`fit_many`
     (full-batch AdamW with its cosine schedule, the same :class:`Target`, stopping at the first check
     step that meets it) for models :class:`Stack` cannot stack (convolutional nets). The smooth mode
@@ -760,25 +759,23 @@ def fit_module(model: nn.Module, X: np.ndarray, y: np.ndarray, spec: FitSpec = F
             f"not {spec.mode!r}")
     start = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
+    values = [p.detach() for p in params]  # AdamW steps these views in place
     dtype = params[0].dtype
     Xt, yt = torch.as_tensor(X, dtype=dtype), torch.as_tensor(y, dtype=dtype)
     sigma_t = torch.tensor(sigma, dtype=dtype)
-    adam = AdamW([p.detach() for p in params], spec.weight_decay)
-    best, step_flops_counted = None, _module_step_flops(model, Xt, yt)
+    adam = AdamW(values, spec.weight_decay)
+    flops_per_step = _module_step_flops(model, Xt, yt)
     for step in range(spec.max_steps + 1):
         residual = model(Xt) - yt
         mse = (residual**2).mean()
         if step % spec.check_every == 0 or step == spec.max_steps:
             max_err = residual.detach().abs().max()
             reached = bool(spec.goal.met(max_err, mse.detach(), sigma_t))
-            best = (reached, step, float(mse.detach()), float(max_err))
             if reached or step == spec.max_steps:
-                break
-        grads = torch.autograd.grad(mse, params)
-        adam.step([p.detach() for p in params], list(grads), cosine(spec.lr, step, spec.max_steps))
-    reached, steps, train_mse, max_err = best
-    return FitResult(reached=reached, steps=steps, train_mse=train_mse, train_max_err=max_err,
-                     seconds=time.perf_counter() - start, mode="train", flops=step_flops_counted * steps)
+                return FitResult(reached=reached, steps=step, train_mse=float(mse.detach()),
+                                 train_max_err=float(max_err), seconds=time.perf_counter() - start, mode="train",
+                                 flops=flops_per_step * step)
+        adam.step(values, list(torch.autograd.grad(mse, params)), cosine(spec.lr, step, spec.max_steps))
 
 
 def _module_step_flops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:

@@ -37,7 +37,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from robustlaw.activations import make_activation
+from robustlaw.activations import activation_of, make_activation
 from robustlaw.errors import RobustlawError
 from robustlaw.models import Network, mlp
 
@@ -53,7 +53,7 @@ class RandomFeatures(Network):
 
     @property
     def activation(self):
-        return make_activation(self.activation_name, self.q)
+        return activation_of(self[1])
 
     def features(self, X: Array) -> Array:
         """Phi(X): the frozen layer's activations (and a column of ones for the output bias)."""
@@ -93,7 +93,6 @@ def random_features(d: int, k: int, activation: str = "relu", seed: int = 0, q: 
     """A width-k random-features model initialised like :func:`robustlaw.models.two_layer` (float64)."""
     net = RandomFeatures(*mlp(d, [k], activation=activation, seed=seed, q=q, output_bias=output_bias,
                               dtype=torch.float64))
-    net.activation_name, net.q = activation, q
     for p in net[0].parameters():
         p.requires_grad_(False)
     return net
@@ -115,8 +114,8 @@ class LinearisedTwoLayer(nn.Module):
     def __init__(self, net: Network):
         super().__init__()
         first, head = net[0], net[-1]
-        kind = next((name for name, (q, _, _) in HOMOGENEOUS.items()
-                     if make_activation(name, 2).from_torch(net[1]) == make_activation(name, 2)), None)
+        act = activation_of(net[1])
+        kind = next((name for name in HOMOGENEOUS if act == make_activation(name, 2)), None)
         if kind is None or len(net) != 3 or head.bias is not None:
             raise RobustlawError("the linearised model is built from a two-layer ReLU or t^2 net without output bias")
         self.activation, self.q = kind, HOMOGENEOUS[kind][0]

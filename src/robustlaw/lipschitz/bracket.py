@@ -62,8 +62,9 @@ class Bracket:
 
 
 @contextlib.contextmanager
-def _threads(count: int | None):
-    """Many small eigen-problems and LPs: one BLAS thread is faster than two fighting on a loaded box."""
+def limited_threads(count: int | None):
+    """``count`` torch and BLAS threads inside (all of them if None). Many small eigen-problems and LPs: one
+    thread is faster than two fighting on a loaded box, and a net trained on one thread is the same on any."""
     if count is None:
         yield
         return
@@ -103,7 +104,7 @@ def certify(model, domain: Domain | None = None, X: np.ndarray | None = None, y:
         # torch.optim imports torch._dynamo at its first optimiser (seconds on a loaded machine): paid
         # before the clock starts, and only by a certification that has a clock
         import torch._dynamo  # noqa: F401
-    with _threads(threads):
+    with limited_threads(threads):
         budget = Budget(time_limit, split)
         problem = _problem(model, domain or Global(), X, y, seed, methods)
         _fold(problem, budget, progress)
@@ -222,7 +223,7 @@ def upper_bound(model, domain: Domain | None = None, time_limit: float | None = 
                 methods: Iterable[str] | None = None, split: int = 0) -> Bound:
     """The smallest registered certificate of ``model`` on ``domain`` alone (no search): a :class:`Bound`
     with ``value`` and ``method`` (``split``: neurons to branch on)."""
-    with _threads(1):
+    with limited_threads(1):
         budget = Budget(time_limit, split)
         problem = _problem(model, domain or Global(), None, None, 0, methods)
         for method in METHODS.values():

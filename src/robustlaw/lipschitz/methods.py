@@ -148,8 +148,8 @@ METHODS: Registry[LipschitzMethod] = Registry("Lipschitz method", "--method")
 
 #: the order in which :func:`certify` runs the methods: structural certificates (cheap, and exact on the
 #: constructions they read) before the general relaxations, so a bracket they settle costs no SDP
-EXACT, SEARCH, WALK, STRUCTURE, CERTIFICATE, REFINE = range(6)
 STAGE_NAMES = ("exact", "search", "walk", "structure", "certificate", "refine")
+EXACT, SEARCH, WALK, STRUCTURE, CERTIFICATE, REFINE = range(len(STAGE_NAMES))
 
 
 # ----------------------------------------------------------------------------- exact

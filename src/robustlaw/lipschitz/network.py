@@ -12,6 +12,7 @@ from its witness point by anyone holding the weights.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,7 +251,7 @@ def _affine_runs(modules: list[nn.Module]) -> list[tuple[list[nn.Module], nn.Mod
             continue
         runs.append((current, module))
         current = []
-    if not any(isinstance(m, (nn.Linear, *SPATIAL[:2])) for m in current):
+    if not any(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in current):
         raise RobustlawError("the network must end with a Linear layer")
     runs.append((current, None))
     return runs
@@ -294,8 +295,6 @@ def dense_affine(run: list[nn.Module], shape: tuple[int, ...]) -> tuple[np.ndarr
     inputs of one sample's ``shape``: A by forward-mode autodiff of the run at 0 in float64 (the
     Jacobian of an affine map, exactly its matrix), c = the run at 0. Returns A, c and the output shape.
     One error line when A or an intermediate would exceed :data:`MAX_DENSE` entries."""
-    import copy
-
     layers = nn.Sequential(*[copy.deepcopy(m) for m in run]).double().eval()
     for p in layers.parameters():
         if p.is_complex():
@@ -323,8 +322,7 @@ def dense_affine(run: list[nn.Module], shape: tuple[int, ...]) -> tuple[np.ndarr
 
     with torch.no_grad():
         A = torch.func.jacfwd(flat)(zero.reshape(-1))
-        c = flat(zero.reshape(-1))
-    return A.numpy().copy(), c.numpy().copy(), out_shape
+    return A.numpy().copy(), h.reshape(-1).numpy().copy(), out_shape  # c: the run at 0, computed above
 
 
 def select_head(W: np.ndarray, b: np.ndarray, output: int | None, margin: tuple[int, int] | None):

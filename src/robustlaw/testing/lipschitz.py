@@ -71,12 +71,10 @@ def _degenerate(seed: int) -> Network:
 def _trained(seed: int) -> Network:
     """A two-layer ReLU net fitted to random signs on the sphere (n = 24, d = 4), float64, on one thread (the
     same weights on any machine, and fast: threads only add overhead at this size)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    from robustlaw.lipschitz.bracket import limited_threads
+
+    with limited_threads(1):
         return _fit_signs(seed)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit_signs(seed: int) -> Network:
