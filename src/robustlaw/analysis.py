@@ -16,6 +16,7 @@ Series are fitted apart, never pooled.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,8 +153,14 @@ def present_axes(records: list[dict], names: list[str] | None = None) -> list[Ax
 def facets(record: dict) -> dict[str, object]:
     """The record's spec as flat dotted fields (``data.n``, ``model.width``, ``fit.mode``...; a
     variant's options beside its section's fields), plus its ``depth``; seed and sweep left out."""
+    return dict(_facets(record.get("spec") or "{}", record.get("depth"), record.get("construction"), record.get("mode")))
+
+
+@functools.lru_cache(maxsize=65536)
+def _facets(spec_text: str, depth, construction, mode) -> tuple[tuple[str, object], ...]:
+    """:func:`facets` of one stored spec, parsed once however often a report splits its records."""
     try:
-        spec = json.loads(record.get("spec") or "{}")
+        spec = json.loads(spec_text)
     except (TypeError, ValueError):
         spec = {}
     out: dict[str, object] = {}
@@ -163,10 +170,10 @@ def facets(record: dict) -> dict[str, object]:
         for name, value in {**fields, **(fields.get("options") or {})}.items():
             if name != "options":
                 out[f"{section}.{name}"] = json.dumps(value) if isinstance(value, (list, dict)) else value
-    out["depth"] = record.get("depth")
+    out["depth"] = depth
     if not spec:  # a record without its spec: its construction and fit mode still tell series apart
-        out["construction"], out["mode"] = record.get("construction"), record.get("mode")
-    return out
+        out["construction"], out["mode"] = construction, mode
+    return tuple(out.items())
 
 
 def _is_size_knob(field: str, rows: list[dict], table: list[dict], varying: list[str]) -> bool:
