@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -274,17 +275,20 @@ class AnytimeWalk:
     def applies(self, problem: Problem) -> bool:
         return problem.net is not None
 
-    def run(self, problem: Problem, budget: Budget) -> list[Bound]:
-        found, net, rounds = [], problem.net, 0
+    def run(self, problem: Problem, budget: Budget) -> Iterator[Bound]:
+        """Yields each round's points as it ends, so the fold keeps them at once: the next round starts
+        from them, and the loop sees the bracket settle."""
+        net, rounds, regions = problem.net, 0, LineWalk().applies(problem)
+        problem.details["anytime_walk_rounds"] = 0
         while not (budget.fixed or problem.settled) and budget.left() > 0.5:
-            best = problem.best_points() + [x for x, _ in found[-4:]]
-            if LineWalk().applies(problem):
-                found += lower.walk_regions(net, problem.domain, problem.X, best, problem.rng, budget.deadline)[0]
+            best = problem.best_points()
+            if regions:
+                found = lower.walk_regions(net, problem.domain, problem.X, best, problem.rng, budget.deadline)[0]
             else:
-                found += lower.walk_grids(net, problem.domain, best, problem.rng, budget.deadline)
+                found = lower.walk_grids(net, problem.domain, best, problem.rng, budget.deadline)
             rounds += 1
-        problem.details["anytime_walk_rounds"] = rounds
-        return [Bound("lower", math.nan, method, witness=x) for x, method in found if x is not None]
+            problem.details["anytime_walk_rounds"] = rounds
+            yield from (Bound("lower", math.nan, method, witness=x) for x, method in found)
 
 
 # ----------------------------------------------------------------------------- upper: certificates
