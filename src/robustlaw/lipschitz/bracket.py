@@ -153,14 +153,18 @@ def _report(progress: Progress | None, problem: Problem, stage: int, method: str
         progress(STAGE_NAMES[stage], method, max(problem.lower, 0.0) * scale, problem.upper * scale)
 
 
-def _fold(problem: Problem, budget: Budget, progress: Progress | None = None) -> None:
-    """Run the enabled methods that apply, stage by stage; stop after the exact stage if it settled."""
+def _fold(problem: Problem, budget: Budget, progress: Progress | None = None,
+          sides: tuple[str, ...] = ("exact", "lower", "upper")) -> None:
+    """Run the enabled methods of ``sides`` that apply, stage by stage, until the bracket is exact (every
+    method of the first stage runs; after it, nothing runs on a settled bracket)."""
     stages = sorted({m.stage for m in METHODS.values()})
     for stage in stages:
         for method in METHODS.values():
-            if method.stage == stage and _usable(problem, method):
+            if problem.settled and stage != stages[0]:
+                return
+            if method.stage == stage and method.side in sides and _usable(problem, method):
                 _run(problem, budget, method, progress)
-        if stage == stages[0] and problem.settled:
+        if problem.settled:
             return
 
 
@@ -168,12 +172,8 @@ def _search_again(problem: Problem, budget: Budget, seed: int, progress: Progres
     """One more pass of the enabled lower-bound methods (searches, walks), from the streams of ``seed``
     and the best points so far; the certificates are not rerun (no randomness in them). Nothing found
     before is dropped, so each pass can only raise the lower bound. Nothing to do on a settled bracket."""
-    if problem.settled:
-        return
     problem.seed, problem.rng = seed, stream(seed, "search")
-    for method in sorted(METHODS.values(), key=lambda m: m.stage):
-        if method.side == "lower" and _usable(problem, method):
-            _run(problem, budget, method, progress)
+    _fold(problem, budget, progress, sides=("lower",))
 
 
 def _usable(problem: Problem, method) -> bool:

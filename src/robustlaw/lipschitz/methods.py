@@ -334,8 +334,6 @@ class UpperCertificate:
         return (math.inf if math.isnan(value) else float(value)) * (1 + 1e-9)
 
     def run(self, problem: Problem, budget: Budget) -> list[Bound]:
-        if problem.settled:
-            return []
         if self.fallback_for and any(b.method == self.fallback_for and math.isfinite(b.value) for b in problem.uppers):
             return []
         effort = Effort(budget.until("upper-local" if problem.domain.per_ball else "upper"), budget.split)
