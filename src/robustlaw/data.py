@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.distance import pdist
 
-from robustlaw.effdim import load_array
+from robustlaw.effdim import load_array, real_array
 from robustlaw.errors import RobustlawError, SpecError, require
 from robustlaw.registry import Registry, build_variant, settle_options
 from robustlaw.seeding import stream
@@ -279,21 +279,15 @@ def load_file_set(options: FileOptions) -> tuple[Array, Array | None]:
                 f"{len(labels)} labels for {len(X)} points in {options.path}")
     require(X.ndim == 2 and min(X.shape) >= 1, "data.path",
             f"{options.path}: expected a 2-d array (n points x d features), got shape {X.shape}")
-    for where, name, a in (("data.path", options.path, X), ("data.labels_path", options.labels_path, labels)):
-        bad = np.zeros(0, bool) if a is None else ~np.isfinite(a)
-        require(not bad.any(), where, f"{name or options.path} has {int(bad.sum())} non-finite value(s) (NaN or "
-                                      f"Inf), first at {tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else ()}")
     return X, labels
 
 
 def _numbers(source: str, where: str) -> Array:
+    """The real, finite numbers in ``source`` (:func:`robustlaw.effdim.real_array`); one SpecError line else."""
     try:
-        a, _ = load_array(source)
+        return real_array(load_array(source)[0], source)
     except RobustlawError as error:
         raise SpecError(where, str(error)) from None
-    require(np.issubdtype(a.dtype, np.number) and not np.iscomplexobj(a), where,
-            f"{source}: expected real numbers, got dtype {a.dtype}")
-    return a.astype(np.float64)
 
 
 def _split_column(X: Array, path: str, column: str) -> tuple[Array, Array]:

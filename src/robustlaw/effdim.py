@@ -64,15 +64,22 @@ def _points(X) -> tuple[np.ndarray, int]:
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise RobustlawError(f"data must be a 2-d array (n points x d features), got shape {X.shape}")
-    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise RobustlawError(f"data must be real numbers, got dtype {X.dtype}")
-    X = X.astype(np.float64)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise RobustlawError(f"data has {int(bad.sum())} non-finite value(s) (NaN or Inf), first at {first}")
+    X = real_array(X, "data")
     unique = np.unique(X, axis=0)
     return _unit_scale(unique), len(X) - len(unique)
+
+
+def real_array(a, name: str) -> np.ndarray:
+    """``a`` in float64 if it holds real, finite numbers; else one RobustlawError line naming ``name``."""
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise RobustlawError(f"{name} must be real numbers, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise RobustlawError(f"{name} has {int(bad.sum())} non-finite value(s) (NaN or Inf), first at {first}")
+    return a
 
 
 def _unit_scale(X: np.ndarray) -> np.ndarray:
