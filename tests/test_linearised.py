@@ -62,7 +62,7 @@ def test_J_matches_the_hand_count():
 def test_J_bounds_the_change_of_f_with_the_parameters(make):
     model, (X, _) = make(), data(n=200, d=3, seed=1)
     X *= np.random.default_rng(2).uniform(size=(200, 1))  # inside the unit ball
-    _, J = model.parametrisation_constant(1.0)
+    J = model.parametrisation_J(1.0)
     Phi = model.features(X)
     assert np.linalg.norm(Phi, axis=1).max() <= J * (1 + 1e-12)
     rng = np.random.default_rng(3)

@@ -25,6 +25,7 @@ from torch import nn
 
 from robustlaw.activations import make_activation
 from robustlaw.errors import require
+from robustlaw.models import trainable_count
 from robustlaw.seeding import torch_stream
 
 __all__ = ["ConvNet", "cnn", "conv_shapes", "multiply_adds"]
@@ -50,7 +51,7 @@ class ConvNet(nn.Sequential):
 
     def param_count(self) -> int:
         """P: the number of distinct trainable scalars (a shared kernel weight counts once)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable_count(self)
 
     @property
     def depth(self) -> int:

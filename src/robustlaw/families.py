@@ -234,13 +234,16 @@ def parametrisation_constant(model: nn.Module, data: Dataset) -> tuple[float, fl
     parameters (w = the largest |parameter|), J = R (w Q P)^D its parametrisation's Lipschitz constant
     (Lemma 3.1) with R the data radius, D the depth and Q the model's ``weight_sharing`` (a CNN's;
     1 for models without shared weights). A model whose parametrisation is not a plain network's
-    (linear in theta: robustlaw.linearised) gives its own ``parametrisation_constant(R)``."""
-    if hasattr(model, "parametrisation_constant"):
-        return model.parametrisation_constant(max(data.radius, 1e-12))
-    P = model.param_count()
-    w_max = max(float(p.detach().abs().max()) for p in model.parameters())
-    J = deep_net_J(R=max(data.radius, 1e-12), W=max(w_max, 1e-12), P=P, depth=model.depth,
-                   sharing=getattr(model, "weight_sharing", 1))
+    (linear in theta: robustlaw.linearised) gives its own J, ``parametrisation_J(R)``. Only trained
+    parameters count (a frozen layer is part of the model, not of its parametrisation), unless none is
+    (a construction's are all fixed)."""
+    P, R = model.param_count(), max(data.radius, 1e-12)
+    theta = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
+    w_max = max(float(p.detach().abs().max()) for p in theta)
+    if hasattr(model, "parametrisation_J"):
+        J = model.parametrisation_J(R)
+    else:
+        J = deep_net_J(R=R, W=max(w_max, 1e-12), P=P, depth=model.depth, sharing=getattr(model, "weight_sharing", 1))
     return 2 * w_max * np.sqrt(P), J
 
 

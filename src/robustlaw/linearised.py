@@ -39,7 +39,7 @@ from torch import nn
 
 from robustlaw.activations import activation_of, make_activation
 from robustlaw.errors import RobustlawError
-from robustlaw.models import Network, mlp
+from robustlaw.models import Network, mlp, trainable_count
 
 Array = np.ndarray
 SOLVERS = ("min_norm", "gd")
@@ -78,14 +78,13 @@ class RandomFeatures(Network):
         """theta_ref of the min-norm solver: 0 (the minimum-norm interpolator)."""
         return np.zeros_like(self.theta())
 
-    def parametrisation_constant(self, radius: float) -> tuple[float, float]:
-        """(W, J): W = 2 w sqrt(P) with w the largest |trained parameter|; J = sup_{||x|| <= R} ||Phi(x)|| <=
+    def parametrisation_J(self, radius: float) -> float:
+        """J = sup_{||x|| <= R} ||Phi(x)|| <=
         sqrt(sum_j max |act| over neuron j's pre-activation range [b_j - R ||w_j||, b_j + R ||w_j||]^2 (+ 1))."""
         W0, b0 = (p.detach().numpy() for p in self[0].parameters())
         reach = radius * np.linalg.norm(W0, axis=1)
         lo, hi = self.activation.value_range(b0 - reach, b0 + reach)
-        J = math.sqrt(float((np.maximum(np.abs(lo), np.abs(hi)) ** 2).sum()) + (self[2].bias is not None))
-        return 2 * float(np.abs(self.theta()).max()) * math.sqrt(self.param_count()), J
+        return math.sqrt(float((np.maximum(np.abs(lo), np.abs(hi)) ** 2).sum()) + (self[2].bias is not None))
 
 
 def random_features(d: int, k: int, activation: str = "relu", seed: int = 0, q: int = 2,
@@ -129,7 +128,7 @@ class LinearisedTwoLayer(nn.Module):
         return self.W0.shape[1]
 
     def param_count(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable_count(self)
 
     def pieces(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, c) of a ReLU model: where neuron j is active at initialisation it contributes u_j . x + c_j."""
@@ -171,16 +170,15 @@ class LinearisedTwoLayer(nn.Module):
         """theta_ref of the min-norm solver: theta0 (the interpolator nearest the initialisation)."""
         return np.concatenate([self.W0.numpy().ravel(), self.b0.numpy(), self.a0.numpy()])
 
-    def parametrisation_constant(self, radius: float) -> tuple[float, float]:
-        """(W, J): W = 2 w sqrt(P) with w the largest |parameter|; J = sup_{||x|| <= R} ||Phi(x)||, with
+    def parametrisation_J(self, radius: float) -> float:
+        """J = sup_{||x|| <= R} ||Phi(x)||, with
         ||Phi(x)||^2 = sum_j act(z0_j)^2 + a0_j^2 act'(z0_j)^2 (||x||^2 + 1); over the ball
         ReLU: <= sum_j relu(b0_j + R ||w0_j||)^2 + a0_j^2 (R^2 + 1);
         t^2:  <= sum_j m_j^4 + 4 a0_j^2 m_j^2 (R^2 + 1), m_j = |b0_j| + R ||w0_j||."""
         reach = radius * np.linalg.norm(self.W0.numpy(), axis=1)
         top = np.maximum(self.b0.numpy() + reach, 0) if self.q == 1 else np.abs(self.b0.numpy()) + reach
         slope = np.ones_like(top) if self.q == 1 else 2 * top
-        J = math.sqrt(float((top ** (2 * self.q)).sum() + (self.a0.numpy() ** 2 * slope**2).sum() * (radius**2 + 1)))
-        return 2 * float(np.abs(self.theta()).max()) * math.sqrt(self.param_count()), J
+        return math.sqrt(float((top ** (2 * self.q)).sum() + (self.a0.numpy() ** 2 * slope**2).sum() * (radius**2 + 1)))
 
 
 # ----------------------------------------------------------------------------- closed-form and GD fits

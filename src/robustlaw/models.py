@@ -15,7 +15,7 @@ from robustlaw.activations import Power, make_activation
 from robustlaw.errors import require
 from robustlaw.seeding import torch_stream
 
-__all__ = ["Network", "Power", "mlp", "two_layer"]
+__all__ = ["Network", "Power", "mlp", "trainable_count", "two_layer"]
 
 
 class Network(nn.Sequential):
@@ -33,7 +33,7 @@ class Network(nn.Sequential):
 
     def param_count(self) -> int:
         """P: the number of trainable scalars."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable_count(self)
 
     @property
     def depth(self) -> int:
@@ -43,6 +43,12 @@ class Network(nn.Sequential):
     @property
     def hidden_widths(self) -> list[int]:
         return [layer.out_features for layer in self.linear_layers()[:-1]]
+
+
+def trainable_count(module: nn.Module) -> int:
+    """P as BS21 counts it: the trainable scalars (a frozen layer does not count; a shared weight, one
+    tensor entry, counts once)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def _normal_init(layer: nn.Linear, generator: torch.Generator, fan_in_scale: float, bias_std: float) -> None:
